@@ -1,0 +1,392 @@
+// The durable Raft log on classic-level (LevelDB).
+//
+// Layout: one key per record, prefixed by one byte so a kind never mixes with
+// another, and entry keys carry their index big-endian so LevelDB's byte order
+// is index order:
+//   'h'                 hard state       (codec encodeHardState)
+//   's'                 snapshot meta    (codec encodeSnapshotMeta)
+//   'd'                 snapshot data    (raw bytes, one value)
+//   'e' + uint64 BE     entry at index   (codec encodeEntry)
+//
+// Every write Raft depends on is one LevelDB batch with sync: true (fsync),
+// because a vote or an acknowledged entry that a power cut can take back breaks
+// Raft's safety; classic-level does not sync by default. Writes run one at a
+// time from a bounded queue, and the storage keeps the log's bounds in memory
+// (log-bounds.ts) so a truncation or compaction deletes known keys in the same
+// batch instead of scanning. load() reads the log back and checks it is whole.
+
+import { ClassicLevel } from 'classic-level'
+import {
+  decodeEntry,
+  decodeHardState,
+  decodeSnapshotMeta,
+  encodeEntry,
+  encodeHardState,
+  encodeSnapshotMeta,
+} from './codec.ts'
+import { assert, RaftError } from './errors.ts'
+import { emptyHardState, type LogBounds, planCompact, planWrite, type WritePlan } from './log-bounds.ts'
+import type {
+  Entry,
+  HardState,
+  LogStorage,
+  PersistedState,
+  Snapshot,
+  SnapshotMeta,
+  StorageUpdate,
+} from './types.ts'
+
+const DISK_HINT =
+  'Check that the disk is healthy and has space and that no other process uses this directory.'
+const DAMAGE_HINT =
+  'The log on disk is damaged: remove this node and let it rejoin to copy the log from its peers.'
+
+/** A LevelDB operation failed, or the log read back from disk is not whole. */
+export class StorageError extends RaftError {
+  readonly path: string
+  readonly operation: string
+  constructor(path: string, operation: string, options: { cause?: unknown; reason?: string; hint?: string }) {
+    const reason =
+      options.reason ?? (options.cause instanceof Error ? options.cause.message : String(options.cause))
+    super(
+      'ERR_RAFT_STORAGE',
+      `Raft storage at ${path} could not ${operation}: ${reason} ${options.hint ?? DISK_HINT}`,
+      {
+        cause: options.cause,
+      },
+    )
+    this.name = 'StorageError'
+    this.path = path
+    this.operation = operation
+  }
+}
+
+export interface LevelLogStorageOptions {
+  /** Saves and compactions waiting behind the one in flight; beyond this they fail at once. Default 1024. */
+  writesQueuedMax?: number
+}
+
+type Db = ClassicLevel<Uint8Array, Uint8Array>
+type BatchOp = { type: 'put'; key: Uint8Array; value: Uint8Array } | { type: 'del'; key: Uint8Array }
+
+const HARD_STATE_KEY = Uint8Array.of(0x68) // 'h'
+const SNAPSHOT_META_KEY = Uint8Array.of(0x73) // 's'
+const SNAPSHOT_DATA_KEY = Uint8Array.of(0x64) // 'd'
+const ENTRY_PREFIX = 0x65 // 'e'
+const ENTRY_KEY_BYTES = 9
+const ENTRY_KEYS = { gte: Uint8Array.of(ENTRY_PREFIX), lt: Uint8Array.of(ENTRY_PREFIX + 1) }
+const TWO_POW_32 = 2 ** 32
+
+export function entryKey(index: number): Uint8Array {
+  const key = new Uint8Array(ENTRY_KEY_BYTES)
+  const view = new DataView(key.buffer)
+  key[0] = ENTRY_PREFIX
+  view.setUint32(1, Math.floor(index / TWO_POW_32))
+  view.setUint32(5, index >>> 0)
+  return key
+}
+
+function entryKeyIndex(key: Uint8Array): number | null {
+  if (key.length !== ENTRY_KEY_BYTES || key[0] !== ENTRY_PREFIX) return null
+  const view = new DataView(key.buffer, key.byteOffset, key.byteLength)
+  return view.getUint32(1) * TWO_POW_32 + view.getUint32(5)
+}
+
+/** An update copied and encoded when save() is called, so later changes by the caller cannot reach the disk. */
+interface FrozenWrite {
+  update: StorageUpdate
+  puts: BatchOp[]
+}
+
+export class LevelLogStorage implements LogStorage {
+  readonly path: string
+  #db: Db
+  #bounds: LogBounds
+  #writesQueuedMax: number
+  #queued = 0
+  /** Resolves when the last queued operation has finished (never rejects). */
+  #tail: Promise<void> = Promise.resolve()
+  /** Set by a failed batch: its effect on disk is unknown, so the in-memory bounds may be wrong and nothing more runs. */
+  #failure: StorageError | null = null
+  #closed = false
+
+  private constructor(path: string, db: Db, bounds: LogBounds, writesQueuedMax: number) {
+    this.path = path
+    this.#db = db
+    this.#bounds = bounds
+    this.#writesQueuedMax = writesQueuedMax
+  }
+
+  /** Opens (creating if missing) the store at `path` and reads the log's bounds. */
+  static async open(path: string, options: LevelLogStorageOptions = {}): Promise<LevelLogStorage> {
+    const writesQueuedMax = options.writesQueuedMax ?? 1024
+    assert(Number.isSafeInteger(writesQueuedMax) && writesQueuedMax >= 1, 'writesQueuedMax must be >= 1')
+    const db: Db = new ClassicLevel<Uint8Array, Uint8Array>(path, {
+      keyEncoding: 'view',
+      valueEncoding: 'view',
+    })
+    try {
+      await db.open()
+    } catch (cause) {
+      throw new StorageError(path, 'open the database', { cause })
+    }
+    try {
+      return new LevelLogStorage(path, db, await readBounds(db, path), writesQueuedMax)
+    } catch (error) {
+      await db.close().catch(() => {})
+      throw error
+    }
+  }
+
+  load(): Promise<PersistedState> {
+    return this.#enqueue('load the log', () => this.#load())
+  }
+
+  async save(update: StorageUpdate): Promise<void> {
+    const frozen = freeze(update)
+    return this.#enqueue('save', () =>
+      this.#write(planWrite(this.#bounds, frozen.update), frozen.puts, 'save'),
+    )
+  }
+
+  async compact(snapshot: Snapshot): Promise<void> {
+    const frozen = freeze({ hardState: null, entries: [], snapshot })
+    return this.#enqueue('compact the log', () =>
+      this.#write(planCompact(this.#bounds, frozen.update.snapshot!), frozen.puts, 'compact the log'),
+    )
+  }
+
+  /** Waits for queued writes, then closes the database. */
+  async close(): Promise<void> {
+    if (this.#closed) return
+    this.#closed = true
+    await this.#tail
+    try {
+      await this.#db.close()
+    } catch (cause) {
+      throw new StorageError(this.path, 'close the database', { cause })
+    }
+  }
+
+  #enqueue<T>(operation: string, run: () => Promise<T>): Promise<T> {
+    if (this.#closed) {
+      return Promise.reject(
+        new StorageError(this.path, operation, { reason: 'it is closed.', hint: 'Open it again to use it.' }),
+      )
+    }
+    if (this.#queued >= this.#writesQueuedMax) {
+      return Promise.reject(
+        new StorageError(this.path, operation, {
+          reason: `${this.#queued} operations are already queued (writesQueuedMax).`,
+          hint: 'Wait for earlier saves to finish before issuing more.',
+        }),
+      )
+    }
+    this.#queued++
+    const result = this.#tail.then(async () => {
+      try {
+        if (this.#failure !== null) throw this.#failure
+        return await run()
+      } finally {
+        this.#queued--
+      }
+    })
+    this.#tail = result.then(
+      () => {},
+      () => {},
+    )
+    return result
+  }
+
+  async #write(plan: WritePlan, puts: BatchOp[], operation: string): Promise<void> {
+    const ops: BatchOp[] = []
+    for (const range of [plan.covered, plan.truncated]) {
+      for (let index = range.from; index <= range.to; index++) ops.push({ type: 'del', key: entryKey(index) })
+    }
+    for (const put of puts) ops.push(put)
+    try {
+      await this.#db.batch(ops, { sync: true })
+    } catch (cause) {
+      this.#failure = new StorageError(this.path, operation, {
+        cause,
+        hint: `${DISK_HINT} Whether the write reached the disk is unknown, so this storage refuses further use; restart the node to reload the log.`,
+      })
+      throw this.#failure
+    }
+    this.#bounds = plan.next
+  }
+
+  async #load(): Promise<PersistedState> {
+    const { hardState, snapshot } = await readHead(this.#db, this.path)
+    const snapshotIndex = snapshot?.meta.index ?? 0
+    const entries: Entry[] = []
+    const damaged = (reason: string) =>
+      new StorageError(this.path, 'load the log', { reason, hint: DAMAGE_HINT })
+    try {
+      for await (const [key, value] of this.#db.iterator(ENTRY_KEYS)) {
+        const index = entryKeyIndex(key)
+        if (index === null)
+          throw damaged(`an entry key has ${key.length} bytes instead of ${ENTRY_KEY_BYTES}.`)
+        const previous = entries.at(-1)
+        const expected = (previous?.index ?? snapshotIndex) + 1
+        if (index < expected) {
+          throw damaged(`entry ${index} is still stored although the snapshot covers up to ${snapshotIndex}.`)
+        }
+        if (index > expected) {
+          throw damaged(
+            `entries ${expected}..${index - 1} are missing (a gap after ${expected - 1}, before ${index}).`,
+          )
+        }
+        const entry = decodeStored(this.path, `entry ${index}`, () => decodeEntry(plain(value)))
+        if (entry.index !== index)
+          throw damaged(`the entry stored under index ${index} says it is ${entry.index}.`)
+        const termBefore = previous?.term ?? snapshot?.meta.term ?? 0
+        if (entry.term < termBefore) {
+          throw damaged(`entry ${index} has term ${entry.term}, lower than the term ${termBefore} before it.`)
+        }
+        entries.push(entry)
+      }
+    } catch (error) {
+      if (error instanceof RaftError) throw error
+      throw new StorageError(this.path, 'load the log', { cause: error })
+    }
+    const lastIndex = entries.at(-1)?.index ?? snapshotIndex
+    if (hardState.commit > lastIndex) {
+      throw damaged(`the commit index ${hardState.commit} is past the last stored index ${lastIndex}.`)
+    }
+    // Paired with the bounds kept while writing: a mismatch means something
+    // other than this object changed the store while it was open.
+    if (lastIndex !== this.#bounds.lastIndex || snapshotIndex !== this.#bounds.snapshotIndex) {
+      throw damaged(
+        `the log on disk spans ${snapshotIndex + 1}..${lastIndex} but this storage wrote ` +
+          `${this.#bounds.snapshotIndex + 1}..${this.#bounds.lastIndex}.`,
+      )
+    }
+    return { hardState, snapshot, entries }
+  }
+}
+
+// classic-level hands back Buffers. Callers get plain Uint8Arrays (a view,
+// no copy), so stored data compares equal to what was saved and a Buffer's
+// sharing slice() never reaches code that expects Uint8Array's copying one.
+function plain(bytes: Uint8Array): Uint8Array {
+  return Object.getPrototypeOf(bytes) === Uint8Array.prototype
+    ? bytes
+    : new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength)
+}
+
+function freeze(update: StorageUpdate): FrozenWrite {
+  const puts: BatchOp[] = []
+  const { hardState, snapshot, entries } = update
+  if (hardState !== null) puts.push({ type: 'put', key: HARD_STATE_KEY, value: encodeHardState(hardState) })
+  let frozenSnapshot: Snapshot | null = null
+  if (snapshot !== null) {
+    const meta = encodeSnapshotMeta(snapshot.meta)
+    frozenSnapshot = { meta: { ...snapshot.meta }, data: new Uint8Array(snapshot.data) }
+    puts.push({ type: 'put', key: SNAPSHOT_META_KEY, value: meta })
+    puts.push({ type: 'put', key: SNAPSHOT_DATA_KEY, value: frozenSnapshot.data })
+  }
+  const frozenEntries: Entry[] = []
+  for (const entry of entries) {
+    puts.push({ type: 'put', key: entryKey(entry.index), value: encodeEntry(entry) })
+    frozenEntries.push({ ...entry })
+  }
+  return {
+    update: {
+      hardState: hardState === null ? null : { ...hardState },
+      snapshot: frozenSnapshot,
+      entries: frozenEntries,
+    },
+    puts,
+  }
+}
+
+function decodeStored<T>(path: string, what: string, decode: () => T): T {
+  try {
+    return decode()
+  } catch (cause) {
+    throw new StorageError(path, 'load the log', {
+      cause,
+      reason: `the stored ${what} does not decode.`,
+      hint: DAMAGE_HINT,
+    })
+  }
+}
+
+async function readHead(db: Db, path: string): Promise<{ hardState: HardState; snapshot: Snapshot | null }> {
+  let values: (Uint8Array | undefined)[]
+  try {
+    values = await db.getMany([HARD_STATE_KEY, SNAPSHOT_META_KEY, SNAPSHOT_DATA_KEY])
+  } catch (cause) {
+    throw new StorageError(path, 'read the hard state and snapshot', { cause })
+  }
+  const [hardStateBytes, metaBytes, data] = values
+  if ((metaBytes === undefined) !== (data === undefined)) {
+    throw new StorageError(path, 'load the log', {
+      reason: `the snapshot ${metaBytes === undefined ? 'data' : 'meta'} is stored without its counterpart.`,
+      hint: DAMAGE_HINT,
+    })
+  }
+  const meta = decodeMeta(path, metaBytes)
+  return {
+    hardState: decodeHard(path, hardStateBytes),
+    snapshot: meta === null || data === undefined ? null : { meta, data: plain(data) },
+  }
+}
+
+function decodeHard(path: string, bytes: Uint8Array | undefined): HardState {
+  if (bytes === undefined) return { ...emptyHardState }
+  return decodeStored(path, 'hard state', () => decodeHardState(bytes))
+}
+
+function decodeMeta(path: string, bytes: Uint8Array | undefined): SnapshotMeta | null {
+  if (bytes === undefined) return null
+  return decodeStored(path, 'snapshot meta', () => decodeSnapshotMeta(bytes))
+}
+
+async function boundaryIndex(db: Db, path: string, reverse: boolean): Promise<number | null> {
+  let keys: Uint8Array[]
+  try {
+    keys = await db.keys({ ...ENTRY_KEYS, reverse, limit: 1 }).all()
+  } catch (cause) {
+    throw new StorageError(path, 'read the log bounds', { cause })
+  }
+  const key = keys[0]
+  if (key === undefined) return null
+  const index = entryKeyIndex(key)
+  if (index === null) {
+    throw new StorageError(path, 'read the log bounds', {
+      reason: `an entry key has ${key.length} bytes instead of ${ENTRY_KEY_BYTES}.`,
+      hint: DAMAGE_HINT,
+    })
+  }
+  return index
+}
+
+/** Reads where the log starts and ends; load() later checks everything in between. */
+async function readBounds(db: Db, path: string): Promise<LogBounds> {
+  // Snapshot data can be large and is not needed for the bounds: read only the meta.
+  let values: (Uint8Array | undefined)[]
+  try {
+    values = await db.getMany([HARD_STATE_KEY, SNAPSHOT_META_KEY])
+  } catch (cause) {
+    throw new StorageError(path, 'read the hard state and snapshot meta', { cause })
+  }
+  const hardState = decodeHard(path, values[0])
+  const snapshotIndex = decodeMeta(path, values[1])?.index ?? 0
+  const first = await boundaryIndex(db, path, false)
+  const last = await boundaryIndex(db, path, true)
+  const damaged = (reason: string) => new StorageError(path, 'open the log', { reason, hint: DAMAGE_HINT })
+  if (first !== null && first !== snapshotIndex + 1) {
+    throw damaged(
+      first <= snapshotIndex
+        ? `entry ${first} is still stored although the snapshot covers up to ${snapshotIndex}.`
+        : `entries ${snapshotIndex + 1}..${first - 1} are missing (the log starts at ${first}).`,
+    )
+  }
+  const lastIndex = last ?? snapshotIndex
+  if (hardState.commit > lastIndex) {
+    throw damaged(`the commit index ${hardState.commit} is past the last stored index ${lastIndex}.`)
+  }
+  return { hardState, snapshotIndex, lastIndex }
+}
