@@ -45,6 +45,8 @@ import {
 const EMPTY = new Uint8Array(0)
 /** Context of a Vote sent because of a leader transfer: it bypasses the leader lease. */
 const TRANSFER_CONTEXT = new Uint8Array([0x74]) // 't'
+/** Context of the heartbeats a removed or demoted leader sends before it steps down (see applyConfChange). */
+const HANDOFF_CONTEXT = new Uint8Array([0x68]) // 'h'
 
 export interface RaftCoreInit {
   id: NodeId
@@ -124,12 +126,18 @@ export class RaftCore {
 
   private electionElapsed = 0
   private heartbeatElapsed = 0
+  /** Ticks since the current leader transfer started (its own clock: the election one is reset every timeout). */
+  private transferElapsed = 0
   private randomizedElectionTimeout = 0
   private readonly votes = new Map<NodeId, boolean>()
   private progress = new Map<NodeId, Progress>()
   private leadTransferee: NodeId = NONE
   /** No new membership change may be proposed until this index is applied. */
   private pendingConfIndex = 0
+  /** Set while a leader that left the voters hands over: the commit index the others must learn (0: none). */
+  private handoffIndex = 0
+  /** Voters that acknowledged a hand-over heartbeat. */
+  private readonly handoffAcks = new Set<NodeId>()
   private uncommittedBytes = 0
 
   private messages: Message[] = []
@@ -212,6 +220,8 @@ export class RaftCore {
     this.heartbeatElapsed = 0
     this.resetRandomizedElectionTimeout()
     this.abortLeaderTransfer()
+    this.handoffIndex = 0
+    this.handoffAcks.clear()
     this.votes.clear()
     this.pendingReads.length = 0
     this.readsBeforeFirstCommit.length = 0
@@ -258,12 +268,12 @@ export class RaftCore {
     this.role = Role.Leader
     const self = this.progress.get(this.id)
     if (self !== undefined) self.becomeReplicate()
-    // No membership change until everything before this term is applied:
-    // this also closes the single-server change bug (thesis §4.3 errata),
-    // since the no-op below must commit first.
-    this.pendingConfIndex = this.log.lastIndex()
     // The no-op entry lets the leader commit entries of earlier terms (§5.4.2, §8).
     this.appendEntries([{ term: this.term, index: 0, type: EntryType.Normal, data: EMPTY }])
+    // No membership change until the no-op (and so everything before it) is
+    // applied: this closes the single-server change bug (thesis §4.3 errata)
+    // even when the earlier entries were already applied here.
+    this.pendingConfIndex = this.log.lastIndex()
   }
 
   // ------------------------------------------------------------------- time
@@ -304,12 +314,18 @@ export class RaftCore {
         return
       }
     }
-    if (this.leadTransferee !== NONE && this.electionElapsed >= this.config.transferTimeoutTicks) {
+    if (this.leadTransferee !== NONE && ++this.transferElapsed >= this.config.transferTimeoutTicks) {
       this.abortLeaderTransfer()
     }
     if (this.heartbeatElapsed >= this.config.heartbeatIntervalTicks) {
       this.heartbeatElapsed = 0
-      this.broadcastHeartbeat(EMPTY)
+      if (this.handoffIndex > 0) this.sendHandoffHeartbeats()
+      // Carry the newest pending read's context (etcd does the same): if its
+      // first heartbeat or the answers were lost, this round can still confirm
+      // it, and with it every older read. Without it those reads stay pending
+      // for good and, once readIndexPendingMax of them pile up, every new read
+      // is refused for as long as this leader lasts.
+      this.broadcastHeartbeat(this.pendingReads.at(-1)?.context ?? EMPTY)
     }
   }
 
@@ -331,7 +347,8 @@ export class RaftCore {
 
   /** Starts an election ('transfer': at a leader's request, skipping pre-vote and lease checks). */
   campaign(kind: 'pre' | 'normal' | 'transfer'): void {
-    if (!this.promotable()) return
+    // A leader ignores a campaign request (etcd ignores MsgHup on a leader).
+    if (this.role === Role.Leader || !this.promotable()) return
     if (this.log.pendingSnapshot !== null) return // cannot campaign before the snapshot is applied
     let voteType: MessageType
     let term: number
@@ -697,12 +714,15 @@ export class RaftCore {
     }
     if (this.maybeCommit()) {
       this.broadcastAppend()
-    } else {
-      this.sendAppendsWhileOpen(m.from, pr)
+    } else if (this.sendAppendsWhileOpen(m.from, pr) === 0 && oldPaused) {
+      // It was paused when the commit index last moved: it may not know it yet.
+      this.sendAppend(m.from, pr, true)
     }
     if (m.from === this.leadTransferee && pr.match === this.log.lastIndex()) {
       this.send({ type: MessageType.TimeoutNow, to: m.from })
     }
+    // A voter that now holds the change can be told at once that it is committed.
+    if (this.handoffIndex > 0 && pr.match >= this.handoffIndex) this.sendHandoffHeartbeats(m.from)
   }
 
   private handleHeartbeatResponse(m: Message, pr: Progress): void {
@@ -716,7 +736,36 @@ export class RaftCore {
       // TimeoutNow because it had not yet applied its own promotion to voter.
       this.send({ type: MessageType.TimeoutNow, to: m.from })
     }
+    if (this.handoffIndex > 0 && bytesEqual(m.context, HANDOFF_CONTEXT)) {
+      this.ackHandoff(m.from)
+      return
+    }
     if (m.context.length > 0) this.ackRead(m.from, m.context)
+  }
+
+  /**
+   * Hand-over heartbeats go only to voters known to hold the change, so each
+   * one carries a commit index that covers it: an answer proves the voter
+   * learned that the change is committed.
+   */
+  private sendHandoffHeartbeats(only?: NodeId): void {
+    for (const [id, pr] of this.progress) {
+      if (id === this.id || pr.isLearner || pr.match < this.handoffIndex || this.handoffAcks.has(id)) continue
+      if (only !== undefined && id !== only) continue
+      this.send({
+        type: MessageType.Heartbeat,
+        to: id,
+        commit: Math.min(pr.match, this.log.committed),
+        context: HANDOFF_CONTEXT,
+      })
+    }
+  }
+
+  private ackHandoff(from: NodeId): void {
+    this.handoffAcks.add(from)
+    const acks = new Map<NodeId, boolean>()
+    for (const id of this.handoffAcks) acks.set(id, true)
+    if (voteResult(this.confState, acks) === VoteResult.Won) this.becomeFollower(this.term, NONE)
   }
 
   private handleSnapshotResponse(m: Message, pr: Progress): void {
@@ -734,12 +783,15 @@ export class RaftCore {
     this.sendSnapshotChunks(m.from, pr)
   }
 
-  /** Sends appends to a replicating follower until its window is full or it has everything. */
-  private sendAppendsWhileOpen(to: NodeId, pr: Progress): void {
+  /** Sends appends to a replicating follower until its window is full or it has everything; returns how many. */
+  private sendAppendsWhileOpen(to: NodeId, pr: Progress): number {
     let guard = this.config.inflightAppendsMax + 1
+    let sent = 0
     while (guard-- > 0 && pr.next <= this.log.lastIndex() && !pr.isPaused()) {
       if (!this.sendAppend(to, pr)) break
+      sent++
     }
+    return sent
   }
 
   /** Sends one append (or starts a snapshot) to `to`. Returns whether anything was sent. */
@@ -826,8 +878,10 @@ export class RaftCore {
   private broadcastAppend(): void {
     for (const [id, pr] of this.progress) {
       if (id === this.id) continue
-      if (pr.state === ProgressState.Replicate) this.sendAppendsWhileOpen(id, pr)
-      else this.sendAppend(id, pr, true)
+      if (pr.state === ProgressState.Replicate) {
+        // Nothing new to send: an empty append still carries the new commit index.
+        if (this.sendAppendsWhileOpen(id, pr) === 0) this.sendAppend(id, pr, true)
+      } else this.sendAppend(id, pr, true)
     }
   }
 
@@ -892,6 +946,9 @@ export class RaftCore {
     }
     if (!this.progress.has(this.id))
       throw new ProposalDroppedError('this leader is being removed from the cluster.')
+    if (this.handoffIndex > 0) {
+      throw new ProposalDroppedError('this leader is leaving the voters and hands over; retry on the new leader.')
+    }
     let bytes = 0
     for (const item of items) {
       if (item.data.length > this.config.proposalBytesMax) {
@@ -957,10 +1014,22 @@ export class RaftCore {
     this.syncProgressToConf()
     if (this.role === Role.Leader) {
       if (!isVoter(this.confState, this.id)) {
-        // The leader was removed: step down; the others elect a new leader.
-        this.becomeFollower(this.term, NONE)
+        // The leader was removed or demoted. The others may not know yet that
+        // this change is committed; until they do they count this node in their
+        // older configuration and may need its vote, which it refuses while its
+        // log runs ahead of theirs. Stepping down at once can so leave the group
+        // without a leader for good (e.g. when this node was one of a two-voter
+        // outgoing half of a joint configuration). So it keeps leading, taking
+        // no proposals, until a quorum of the new configuration has acknowledged
+        // a heartbeat whose commit index covers the change; then it steps down.
+        this.handoffIndex = this.log.committed
+        this.handoffAcks.clear()
+        this.maybeCommit()
+        this.broadcastAppend()
+        this.sendHandoffHeartbeats()
         return this.getConfState()
       }
+      this.handoffIndex = 0
       if (this.leadTransferee !== NONE && !isVoter(this.confState, this.leadTransferee))
         this.abortLeaderTransfer()
       // The quorum may have changed: commit what it now allows, and feed new members.
@@ -1018,7 +1087,7 @@ export class RaftCore {
     if (this.leadTransferee === to) return
     this.abortLeaderTransfer()
     this.leadTransferee = to
-    this.electionElapsed = 0
+    this.transferElapsed = 0
     if (pr.match === this.log.lastIndex()) this.send({ type: MessageType.TimeoutNow, to })
     else this.sendAppend(to, pr)
   }

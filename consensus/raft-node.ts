@@ -19,7 +19,10 @@ import {
   type ConfState,
   type Entry,
   EntryType,
+  type HardState,
   type LogStorage,
+  type Message,
+  MessageType,
   type NodeId,
   type Ready,
   Role,
@@ -100,6 +103,9 @@ export class RaftNode<R = unknown> {
   private readonly reads = new Map<string, PendingRead>()
   private readCounter = 0
   private lastSnapshotIndex: number
+  /** The hard state last handed out by the core, and the one last written with sync. */
+  private hardState: HardState
+  private syncedHardState: HardState
   private failure: Error | null = null
 
   private constructor(init: RaftNodeInit<R>, core: RaftCore, raftConfig: RaftConfig, snapshotIndex: number) {
@@ -114,6 +120,9 @@ export class RaftNode<R = unknown> {
     this.onEvent = init.onEvent ?? (() => {})
     this.onConfChange = init.onConfChange
     this.lastSnapshotIndex = snapshotIndex
+    const status = core.status()
+    this.hardState = { term: status.term, vote: status.vote, commit: status.commit }
+    this.syncedHardState = this.hardState
     core.leaveJointData = encodeConfChange({
       transition: ConfChangeTransition.Auto,
       changes: [],
@@ -129,11 +138,14 @@ export class RaftNode<R = unknown> {
     const empty =
       persisted.snapshot === null && persisted.entries.length === 0 && persisted.hardState.term === 0
     if (empty && init.bootstrap !== undefined) {
-      // A new cluster starts from a snapshot at index 0 that holds its first
+      // A new cluster starts from a snapshot at index 1 that holds its first
       // configuration and the empty state; every founding member writes the same one.
+      // Not index 0: every log "has" (index 0, term 0), so a leader would feed a
+      // joining node (empty log) entries from index 1 and it would never learn
+      // the first configuration. At index 1 the leader must send it the snapshot.
       const confState = { ...emptyConfState(), voters: [...new Set(init.bootstrap.voters)].sort() }
       const snapshot: Snapshot = {
-        meta: { index: 0, term: 0, confState },
+        meta: { index: 1, term: 0, confState },
         data: init.stateMachine.snapshot(),
       }
       await init.storage.save({ hardState: null, entries: [], snapshot })
@@ -387,20 +399,26 @@ export class RaftNode<R = unknown> {
       })
       if (ready.softState.role !== Role.Leader) this.failQueued(new NotLeaderError(ready.softState.leader))
     }
-    // 1. Persist: hard state, snapshot and entries in one synced batch.
-    if (ready.hardState !== null || ready.entries.length > 0 || ready.snapshot !== null) {
-      await this.storage.save({
-        hardState: ready.hardState,
-        entries: ready.entries,
-        snapshot: ready.snapshot,
-      })
+    const hardState = ready.hardState ?? this.hardState
+    const termOrVoteChanged =
+      hardState.term !== this.syncedHardState.term || hardState.vote !== this.syncedHardState.vote
+    // A leader's appends and heartbeats may leave before its own write
+    // (thesis §10.2.1): its term is already durable, and an entry counts
+    // toward commit on the leader only once advance() sees it persisted.
+    const early = !termOrVoteChanged && this.core.isLeader()
+    if (early) this.send(ready.messages, true)
+    // 1. Persist: hard state, snapshot and entries in one synced batch. A
+    //    change of the commit index alone is not worth an fsync (etcd's
+    //    MustSync): it rides along with the next write, and a node that
+    //    loses it on a crash learns it again from the leader.
+    if (ready.entries.length > 0 || ready.snapshot !== null || termOrVoteChanged) {
+      await this.storage.save({ hardState, entries: ready.entries, snapshot: ready.snapshot })
+      this.syncedHardState = hardState
     }
+    this.hardState = hardState
     if (this.stopped) return
     // 2. Send: only now may anything that depends on the persisted state leave.
-    for (const message of ready.messages) {
-      const sent = this.transport.send(message.to, encodeMessage(message))
-      if (!sent) this.onEvent({ type: 'send-dropped', to: message.to, messageType: message.type })
-    }
+    this.send(ready.messages, early ? false : null)
     // 3. Apply.
     if (ready.snapshot !== null) {
       this.stateMachine.restore(ready.snapshot.data)
@@ -418,6 +436,19 @@ export class RaftNode<R = unknown> {
     this.core.advance(ready)
     this.completeReads()
     await this.maybeSnapshot()
+  }
+
+  /** Sends messages: only leader replication ones (early=true), all but those (false), or all (null). */
+  private send(messages: Message[], early: boolean | null): void {
+    for (const message of messages) {
+      const replication =
+        message.type === MessageType.Append ||
+        message.type === MessageType.Heartbeat ||
+        message.type === MessageType.Snapshot
+      if (early !== null && replication !== early) continue
+      const sent = this.transport.send(message.to, encodeMessage(message))
+      if (!sent) this.onEvent({ type: 'send-dropped', to: message.to, messageType: message.type })
+    }
   }
 
   private applyEntry(entry: Entry): void {

@@ -108,3 +108,87 @@ export class TransportStoppedError extends NetError {
     this.name = 'TransportStoppedError'
   }
 }
+
+/**
+ * An RPC call failed. `code` says why: ERR_RPC_BUSY, ERR_RPC_STOPPED,
+ * ERR_RPC_ABORTED, ERR_RPC_NO_RESPONSE, ERR_RPC_BAD_RESPONSE,
+ * ERR_RPC_REQUEST_TOO_LARGE, or one of the subclasses' codes.
+ */
+export class RpcError extends NetError {
+  /** The method called ('' when not known). */
+  readonly method: string
+  /** The remote PeerId, or the address dialled when the PeerId is not known yet. */
+  readonly peer: string
+  constructor(code: string, message: string, options: { method: string; peer: string; cause?: unknown }) {
+    super(code, message, options)
+    this.name = 'RpcError'
+    this.method = options.method
+    this.peer = options.peer
+  }
+}
+
+/**
+ * The remote answered with an error. `code` and `message` are the remote's
+ * (a handler's own code such as ERR_NOT_LEADER, or ERR_RPC_FORBIDDEN,
+ * ERR_RPC_UNKNOWN_METHOD, ERR_RPC_HANDLER, ERR_RPC_BUSY…); `details` holds
+ * the data the remote error carried (e.g. `{ leader }`).
+ */
+export class RpcRemoteError extends RpcError {
+  readonly details: Record<string, unknown>
+  constructor(
+    code: string,
+    message: string,
+    options: { method: string; peer: string; details?: Record<string, unknown> },
+  ) {
+    super(code, message, options)
+    this.name = 'RpcRemoteError'
+    this.details = options.details ?? {}
+  }
+}
+
+/** No response arrived within the call's timeout; the remote may still have acted on the request. */
+export class RpcTimeoutError extends RpcError {
+  readonly timeoutMs: number
+  constructor(method: string, peer: string, timeoutMs: number) {
+    super(
+      'ERR_RPC_TIMEOUT',
+      `The call ${method} to ${peer} got no response within ${timeoutMs} ms; it may or may not have taken effect. Check that the peer is up, then retry.`,
+      { method, peer },
+    )
+    this.name = 'RpcTimeoutError'
+    this.timeoutMs = timeoutMs
+  }
+}
+
+/** The connection or the RPC stream to `address` could not be opened. */
+export class RpcDialError extends RpcError {
+  readonly address: string
+  constructor(method: string, address: string, options: { cause: unknown }) {
+    const reason = options.cause instanceof Error ? options.cause.message : String(options.cause)
+    super(
+      'ERR_RPC_DIAL',
+      `Could not reach ${address} to call ${method}: ${reason}. Check the address and that docklet runs there.`,
+      { method, peer: address, cause: options.cause },
+    )
+    this.name = 'RpcDialError'
+    this.address = address
+  }
+}
+
+/** The peer reached at `address` is not one of the PeerIds the caller trusts. */
+export class RpcIdentityError extends RpcError {
+  readonly address: string
+  readonly actual: string
+  readonly expected: readonly string[]
+  constructor(method: string, address: string, actual: string, expected: readonly string[]) {
+    super(
+      'ERR_RPC_IDENTITY',
+      `The peer at ${address} is ${actual}, which this token does not trust (expected one of ${expected.join(', ')}).`,
+      { method, peer: actual },
+    )
+    this.name = 'RpcIdentityError'
+    this.address = address
+    this.actual = actual
+    this.expected = expected
+  }
+}

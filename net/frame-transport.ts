@@ -146,6 +146,18 @@ export class Libp2pFrameTransport implements MemberFrameTransport {
         maxOutboundStreams: STREAMS_PER_CONNECTION_MAX,
       },
     )
+    for (const peer of this.#peers.values()) this.#connect(peer)
+  }
+
+  /**
+   * Keeps a stream open to every member, not only to those we have frames
+   * for: after a leader dies, the first pre-vote must not wait for a dial
+   * and a handshake (that delay split votes in the failover benchmark).
+   */
+  #connect(peer: PeerState): void {
+    if (!this.#started || this.#stopped || peer.removed) return
+    if (peer.stream !== undefined || peer.dialAbort !== undefined || peer.retryTimer !== undefined) return
+    void this.#dial(peer)
   }
 
   onFrame(handler: (from: string, frame: Uint8Array) => void): void {
@@ -169,7 +181,9 @@ export class Libp2pFrameTransport implements MemberFrameTransport {
         state.addrs = addrs
         continue
       }
-      this.#peers.set(id, newPeerState(id, addrs))
+      const added = newPeerState(id, addrs)
+      this.#peers.set(id, added)
+      this.#connect(added)
     }
   }
 
@@ -352,7 +366,7 @@ export class Libp2pFrameTransport implements MemberFrameTransport {
     })
   }
 
-  /** Arms the redial timer; the timer dials only if frames are waiting by then. */
+  /** Arms the redial timer: members are redialled with bounded back-off until removed. */
   #scheduleRetry(peer: PeerState): number {
     const exponent = Math.min(peer.failures - 1, 30)
     const capped = Math.min(this.#delayMsMax, this.#delayMsMin * 2 ** exponent)
@@ -361,7 +375,7 @@ export class Libp2pFrameTransport implements MemberFrameTransport {
     peer.retryTimer = setTimeout(() => {
       peer.retryTimer = undefined
       if (peer.removed || this.#stopped || peer.stream !== undefined) return
-      if (peer.frames.length > peer.head) void this.#dial(peer)
+      void this.#dial(peer)
     }, delayMs)
     return delayMs
   }
@@ -378,8 +392,10 @@ export class Libp2pFrameTransport implements MemberFrameTransport {
         canSendMore = stream.send(chunk)
       } catch (err) {
         // The stream closed under us; these frames are lost (Raft resends).
+        const error = err instanceof Error ? err : new Error(String(err))
         peer.dropped += count
-        this.#onOutboundClosed(peer, stream, err instanceof Error ? err : new Error(String(err)))
+        this.#onOutboundClosed(peer, stream, error)
+        stream.abort(error)
         return
       }
       peer.sentFrames += count
@@ -451,6 +467,8 @@ export class Libp2pFrameTransport implements MemberFrameTransport {
     peer.inbound = stream
     const decoder = new FrameDecoder(this.#options.frameBytesMax)
     const deliver = (frame: Uint8Array): void => {
+      // The handler may remove the sender while a chunk is being parsed.
+      if (peer.removed) return
       peer.receivedFrames++
       const handler = this.#handler
       if (handler === undefined) return

@@ -1,4 +1,4 @@
-// Public surface of net/: frame transports (libp2p and in-memory) and the libp2p host.
+// Public surface of net/: frame transports (libp2p and in-memory), the libp2p host and the RPC service.
 
 export {
   DialError,
@@ -10,6 +10,11 @@ export {
   NetError,
   NotMemberError,
   QueueFullError,
+  RpcDialError,
+  RpcError,
+  RpcIdentityError,
+  RpcRemoteError,
+  RpcTimeoutError,
   TransportStoppedError,
 } from './errors.ts'
 export { encodeFrames, FrameDecoder } from './frame-codec.ts'
@@ -40,3 +45,24 @@ export {
   toMultiaddr,
 } from './libp2p-host.ts'
 export { MemoryFrameTransport, MemoryNetwork, type MemoryNetworkOptions } from './memory-transport.ts'
+export {
+  RPC_CALLS_MAX_DEFAULT,
+  RPC_HANDLER_TIMEOUT_MS_DEFAULT,
+  RPC_INBOUND_STREAMS_MAX_DEFAULT,
+  RPC_PROTOCOL,
+  RPC_REQUEST_BYTES_MAX_DEFAULT,
+  RPC_REQUEST_READ_TIMEOUT_MS_DEFAULT,
+  RPC_RESPONSE_BYTES_MAX_DEFAULT,
+  type RpcAuthorize,
+  type RpcCallOptions,
+  type RpcCallResult,
+  type RpcContext,
+  type RpcEvent,
+  type RpcEventType,
+  type RpcHandler,
+  type RpcRegisterOptions,
+  RpcService,
+  type RpcServiceComponents,
+  type RpcServiceOptions,
+  rememberPeer,
+} from './rpc.ts'

@@ -1,5 +1,5 @@
 // npm run bench:raft [-- --duration-s 5 --warmup-s 1 --clients 1,64 --value-bytes 256 --failover-trials 5
-//                        --only docklet|etcd --out bench/results/raft.json --verbose]
+//                        --only docklet|etcd --rounds 1 --out bench/results/raft.json --verbose]
 //
 // The docklet Raft KV (3 members, libp2p, classic-level with sync) against a
 // 3-member etcd cluster on this machine, with the same load generator:
@@ -23,6 +23,7 @@ import {
   round,
   runWriteLoad,
 } from './load.ts'
+import { measureLoadCeiling } from './load-ceiling.ts'
 import { type MachineInfo, machineInfo } from './machine-info.ts'
 import { ProcessRegistry } from './process-registry.ts'
 import { RssSampler } from './rss-sampler.ts'
@@ -39,6 +40,8 @@ interface BenchOptions {
   outPath: string
   /** Print the members' last stderr lines at the end of each system's run. */
   verbose: boolean
+  /** Each system runs this many times, in alternating order; results are medians across rounds. */
+  rounds: number
 }
 
 type PhaseResult = Pick<LoadResult, 'writes_per_s' | 'p50_ms' | 'p99_ms'> & {
@@ -52,10 +55,13 @@ interface SystemResult {
   failover_ms?: number[]
   rss_mb_max?: number
   settings?: Record<string, string | number | boolean>
+  /** Rounds combined into this result (see --rounds). */
+  rounds?: number
   error?: string
 }
 
 const clientsMax = 1_024
+const loadCeilingDurationMs = 2_000
 const benchDir = dirname(fileURLToPath(import.meta.url))
 
 function log(line: string): void {
@@ -74,6 +80,7 @@ function parseOptions(argv: string[]): BenchOptions {
       only: { type: 'string' },
       out: { type: 'string', default: join(benchDir, '..', 'results', 'raft.json') },
       verbose: { type: 'boolean', default: false },
+      rounds: { type: 'string', default: '1' },
     },
     strict: true,
   })
@@ -97,6 +104,7 @@ function parseOptions(argv: string[]): BenchOptions {
     systems: values.only === undefined ? ['docklet', 'etcd'] : [values.only],
     outPath: values.out,
     verbose: values.verbose,
+    rounds: Math.round(number('rounds', values.rounds, 1, 20)),
   }
 }
 
@@ -158,6 +166,32 @@ async function benchSystem(cluster: BenchCluster, options: BenchOptions): Promis
   return result
 }
 
+/** Medians across rounds for rates, latencies and failover (all trials pooled); the maximum for RSS. */
+function combineRounds(rounds: SystemResult[], options: BenchOptions): SystemResult {
+  if (rounds.length === 1) return rounds[0]!
+  const combined: SystemResult = { settings: rounds[0]?.settings, rounds: rounds.length }
+  const errors = rounds.flatMap((r) => (r.error === undefined ? [] : [r.error]))
+  if (errors.length > 0) combined.error = errors.join(' | ')
+  for (const c of options.clients) {
+    const phases = rounds.flatMap((r) => (r[`c${c}`] === undefined ? [] : [r[`c${c}`]!]))
+    if (phases.length === 0) continue
+    combined[`c${c}`] = {
+      writes_per_s: round(median(phases.map((p) => p.writes_per_s)), 1),
+      p50_ms: round(median(phases.map((p) => p.p50_ms)), 3),
+      p99_ms: round(median(phases.map((p) => p.p99_ms)), 3),
+      errors: phases.reduce((sum, p) => sum + p.errors, 0),
+      redirects: phases.reduce((sum, p) => sum + p.redirects, 0),
+    }
+  }
+  const failovers = rounds.flatMap((r) => r.failover_ms ?? [])
+  if (failovers.length > 0) {
+    combined.failover_ms = failovers
+    combined.failover_ms_median = round(median(failovers), 1)
+  }
+  combined.rss_mb_max = Math.max(...rounds.map((r) => r.rss_mb_max ?? 0))
+  return combined
+}
+
 function formatTable(results: Partial<Record<SystemName, SystemResult>>, options: BenchOptions): string {
   const header = ['system']
   for (const c of options.clients) header.push(`c${c} w/s`, `c${c} p50 ms`, `c${c} p99 ms`)
@@ -195,6 +229,12 @@ function describeSettings(results: Partial<Record<SystemName, SystemResult>>, ma
     `machine: ${machine.cpus} x ${machine.cpu_model}, ${machine.mem_gb} GB, node ${machine.node}, etcd ${machine.etcd_version ?? 'n/a'}`,
   )
   lines.push(`disk: ${machine.disk_fsync}`)
+  if (machine.loadgen_ceiling !== undefined) {
+    const c = machine.loadgen_ceiling
+    lines.push(
+      `load generator alone (no-op server, ${c.clients} clients): ${c.writes_per_s} writes/s, p50 ${c.p50_ms} ms`,
+    )
+  }
   lines.push(`note: ${machine.note}`)
   return lines.join('\n')
 }
@@ -204,22 +244,42 @@ async function main(): Promise<number> {
   const version = options.systems.includes('etcd') ? etcdVersion() : null
   log('probing fdatasync latency')
   const machine = machineInfo(version)
-  const registry = new ProcessRegistry()
+  const registry = new ProcessRegistry({ stderrLinesMax: options.verbose ? 400 : 40 })
   const results: Partial<Record<SystemName, SystemResult>> = {}
+  const ceilingClients = Math.max(...options.clients)
   try {
-    for (const system of options.systems) {
-      const cluster =
-        system === 'etcd'
-          ? new EtcdCluster(registry, {
-              version: version!,
-              timing: {
-                heartbeatIntervalMs: dockletTiming.tickMs,
-                electionTimeoutMs: dockletTiming.electionTimeoutMs,
-              },
-            })
-          : new DockletCluster(registry)
-      results[system] = await benchSystem(cluster, options)
+    log(`load generator ceiling: ${ceilingClients} client(s) against a no-op HTTP server`)
+    const ceiling = await measureLoadCeiling(registry, {
+      clients: ceilingClients,
+      durationMs: loadCeilingDurationMs,
+      valueBytes: options.valueBytes,
+    })
+    machine.loadgen_ceiling = {
+      clients: ceilingClients,
+      writes_per_s: ceiling.writes_per_s,
+      p50_ms: ceiling.p50_ms,
     }
+    log(`load generator ceiling: ${ceiling.writes_per_s} writes/s at ${ceilingClients} client(s)`)
+    const perSystem = new Map<SystemName, SystemResult[]>(options.systems.map((name) => [name, []]))
+    for (let round = 1; round <= options.rounds; round++) {
+      // Alternate the order so slow drift in the machine's load does not always favour the same system.
+      const order = round % 2 === 1 ? options.systems : [...options.systems].reverse()
+      for (const system of order) {
+        if (options.rounds > 1) log(`round ${round}/${options.rounds}: ${system}`)
+        const cluster =
+          system === 'etcd'
+            ? new EtcdCluster(registry, {
+                version: version!,
+                timing: {
+                  heartbeatIntervalMs: dockletTiming.tickMs,
+                  electionTimeoutMs: dockletTiming.electionTimeoutMs,
+                },
+              })
+            : new DockletCluster(registry)
+        perSystem.get(system)!.push(await benchSystem(cluster, options))
+      }
+    }
+    for (const [system, rounds] of perSystem) results[system] = combineRounds(rounds, options)
   } finally {
     await registry.close()
   }

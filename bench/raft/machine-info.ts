@@ -13,6 +13,8 @@ export interface MachineInfo {
   node: string
   etcd_version: string | null
   disk_fsync: string
+  /** The generator against a server that answers at once: the most any system could show here. */
+  loadgen_ceiling?: { clients: number; writes_per_s: number; p50_ms: number }
   note: string
 }
 

@@ -7,8 +7,8 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 
-/** Lines of a child's stderr kept for the error report. */
-const stderrLinesMax = 40
+/** Lines of a child's stderr kept for the error report, unless the caller asks for more. */
+const stderrLinesMaxDefault = 40
 const stopGraceMs = 2_000
 
 export interface ManagedProcess {
@@ -25,6 +25,7 @@ export interface ManagedProcess {
 export class ProcessRegistry {
   private readonly processes = new Set<ManagedProcess>()
   private readonly tempDirs = new Set<string>()
+  private readonly stderrLinesMax: number
   private readonly onExit = () => this.killAllSync()
   private readonly onSignal = (signal: NodeJS.Signals) => {
     process.stderr.write(`bench: received ${signal}, cleaning up\n`)
@@ -32,7 +33,8 @@ export class ProcessRegistry {
     process.exit(signal === 'SIGINT' ? 130 : 143)
   }
 
-  constructor() {
+  constructor(options: { stderrLinesMax?: number } = {}) {
+    this.stderrLinesMax = options.stderrLinesMax ?? stderrLinesMaxDefault
     process.on('exit', this.onExit)
     process.on('SIGINT', this.onSignal)
     process.on('SIGTERM', this.onSignal)
@@ -55,7 +57,7 @@ export class ProcessRegistry {
       partial = parts.pop() ?? ''
       for (const line of parts) {
         lines.push(line)
-        if (lines.length > stderrLinesMax) lines.shift()
+        if (lines.length > this.stderrLinesMax) lines.shift()
       }
     })
     child.stdout?.resume()

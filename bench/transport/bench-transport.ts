@@ -3,6 +3,7 @@
 // the transport's queue accepts them. Prints JSON.
 //
 //   node bench/transport/bench-transport.ts [frameBytes=200] [frames=200000]
+//   BATCH_BYTES=32768 node bench/transport/bench-transport.ts   (coalescing limit; default 64 KiB)
 
 import {
   createLibp2pHost,
@@ -26,7 +27,7 @@ async function startPeer(options: Libp2pFrameTransportOptions = {}) {
   return { node, transport, id, address: { id, addrs: node.getMultiaddrs().map(String) } }
 }
 
-const a = await startPeer({ batchBytesMax: Number(process.env.BATCH ?? 65536) })
+const a = await startPeer({ batchBytesMax: Number(process.env.BATCH_BYTES ?? 64 * 1024) })
 const b = await startPeer()
 a.transport.setPeers([b.address])
 b.transport.setPeers([a.address])
@@ -38,13 +39,14 @@ b.transport.onFrame((_from, frame) => {
   receivedBytes += frame.byteLength
 })
 
-async function run(count: number): Promise<{ seconds: number; refused: number }> {
+async function run(count: number): Promise<{ seconds: number; cpuSeconds: number; refused: number }> {
   const target = received + count
   const frame = new Uint8Array(frameBytes).fill(7)
   const queueLow = 2_048
   let sent = 0
   let refused = 0
   const startedAt = process.hrtime.bigint()
+  const cpuAtStart = process.cpuUsage()
   while (received < target) {
     const queued = a.transport.stats()[b.id]?.queuedFrames ?? 0
     if (sent < count && queued < queueLow) {
@@ -57,11 +59,12 @@ async function run(count: number): Promise<{ seconds: number; refused: number }>
     await new Promise((resolve) => setImmediate(resolve))
   }
   const seconds = Number(process.hrtime.bigint() - startedAt) / 1e9
-  return { seconds, refused }
+  const cpu = process.cpuUsage(cpuAtStart)
+  return { seconds, cpuSeconds: (cpu.user + cpu.system) / 1e6, refused }
 }
 
 await run(warmupFrames)
-const { seconds, refused } = await run(frames)
+const { seconds, cpuSeconds, refused } = await run(frames)
 const stats = a.transport.stats()[b.id]
 
 await a.transport.stop()
@@ -76,9 +79,13 @@ console.log(
       node: process.version,
       frameBytes,
       frames,
+      batchBytesMax: Number(process.env.BATCH_BYTES ?? 64 * 1024),
       seconds: Number(seconds.toFixed(3)),
       framesPerSecond: Math.round(frames / seconds),
       megabytesPerSecond: Number(((frames * frameBytes) / seconds / 1e6).toFixed(1)),
+      // Both nodes share this process; CPU time is less sensitive to a busy machine than wall time.
+      cpuSeconds: Number(cpuSeconds.toFixed(3)),
+      framesPerCpuSecond: Math.round(frames / cpuSeconds),
       refusedSends: refused,
       receivedBytes,
       senderDropped: stats?.dropped ?? 0,

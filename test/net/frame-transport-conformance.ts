@@ -4,7 +4,12 @@
 // pattern so a test can tell lost, reordered and corrupted frames apart.
 
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
-import type { FrameTransportOptions, MemberFrameTransport, PeerAddress, TransportEvent } from '../../net/index.ts'
+import type {
+  FrameTransportOptions,
+  MemberFrameTransport,
+  PeerAddress,
+  TransportEvent,
+} from '../../net/index.ts'
 
 export interface HarnessPeer {
   id: string
@@ -87,7 +92,9 @@ async function probeUntilDelivered(
   const probeBase = 0x7000_0000
   const deadline = Date.now() + timeoutMs
   let probes = 0
-  while (!received.some((r) => r.from === sender.id && r.frame.byteLength === 8 && seqOf(r.frame) >= probeBase)) {
+  while (
+    !received.some((r) => r.from === sender.id && r.frame.byteLength === 8 && seqOf(r.frame) >= probeBase)
+  ) {
     if (Date.now() > deadline) throw new Error(`No probe from ${sender.id} arrived within ${timeoutMs} ms.`)
     sender.transport.send(receiverId, makeFrame(probeBase + probes++, 8))
     await new Promise((resolve) => setTimeout(resolve, 50))
@@ -121,7 +128,11 @@ export function frameTransportConformance(name: string, makeHarness: () => Trans
         expect(r.from).toBe(a.id)
         expect(Buffer.from(r.frame).equals(Buffer.from(frames[i]!))).toBe(true)
       })
-      expect(a.transport.stats()[b.id]).toMatchObject({ sentFrames: frames.length, queuedFrames: 0, dropped: 0 })
+      expect(a.transport.stats()[b.id]).toMatchObject({
+        sentFrames: frames.length,
+        queuedFrames: 0,
+        dropped: 0,
+      })
       expect(b.transport.stats()[a.id]?.receivedFrames).toBe(frames.length)
     })
 
@@ -130,7 +141,8 @@ export function frameTransportConformance(name: string, makeHarness: () => Trans
       const b = await harness.createPeer()
       connectAll(a, b)
       const received = collect(b)
-      // Let the first frame open the link, then burst.
+      // The burst can outrun the socket, so the queue is sized to hold all of
+      // it; the first frame opens the link so the burst meets an open stream.
       a.transport.send(b.id, makeFrame(0, 8))
       await waitFor('the first frame', () => received.length === 1)
       const count = 10_000
@@ -169,7 +181,8 @@ export function frameTransportConformance(name: string, makeHarness: () => Trans
       for (let seq = 0; seq < count; seq++) {
         for (const sender of peers) {
           for (const receiver of peers) {
-            if (receiver !== sender) expect(sender.transport.send(receiver.id, makeFrame(seq, 100))).toBe(true)
+            if (receiver !== sender)
+              expect(sender.transport.send(receiver.id, makeFrame(seq, 100))).toBe(true)
           }
         }
       }
@@ -206,7 +219,9 @@ export function frameTransportConformance(name: string, makeHarness: () => Trans
       await waitFor('the frame that fits', () => received.length === 1)
       expect(received[0]!.frame.byteLength).toBe(1024)
       expect(a.transport.stats()[b.id]?.dropped).toBe(1)
-      expect(a.events.some((e) => e.type === 'frame-too-large' && e.error?.name === 'FrameTooLargeError')).toBe(true)
+      expect(
+        a.events.some((e) => e.type === 'frame-too-large' && e.error?.name === 'FrameTooLargeError'),
+      ).toBe(true)
     })
 
     it('does not deliver frames from a peer outside the receiver’s set, and delivers once it is admitted', async () => {
@@ -245,7 +260,9 @@ export function frameTransportConformance(name: string, makeHarness: () => Trans
       const start = received.length
       for (let seq = 100; seq < 200; seq++) expect(a.transport.send(b.id, makeFrame(seq, 32))).toBe(true)
       await waitFor('frames after the restart', () => received.length >= start + 100)
-      expect(received.slice(start).map((r) => seqOf(r.frame))).toEqual([...Array(100).keys()].map((i) => i + 100))
+      expect(received.slice(start).map((r) => seqOf(r.frame))).toEqual(
+        [...Array(100).keys()].map((i) => i + 100),
+      )
       expect(a.transport.stats()[b.id]?.connected).toBe(true)
     })
 

@@ -66,7 +66,10 @@ function libp2pHarness(): TransportHarness & {
       events,
       node,
       identity,
-      listen: node.getMultiaddrs()[0]!.toString().replace(/\/p2p\/.*$/, ''),
+      listen: node
+        .getMultiaddrs()[0]!
+        .toString()
+        .replace(/\/p2p\/.*$/, ''),
     }
     live.add(peer)
     await transport.start()
@@ -162,7 +165,9 @@ describe('libp2p frame transport: hostile streams', () => {
     expect(report?.error?.name).toBe('FrameDecodeError')
     expect(a.transport.send(b.id, Uint8Array.of(7))).toBe(true)
     // The raw peer is still a member: a fresh, well-formed stream from it is accepted.
-    const again = await raw.dialProtocol(b.node.getMultiaddrs(), RAFT_PROTOCOL, { signal: AbortSignal.timeout(5000) })
+    const again = await raw.dialProtocol(b.node.getMultiaddrs(), RAFT_PROTOCOL, {
+      signal: AbortSignal.timeout(5000),
+    })
     again.send(Uint8Array.of(2, 0xaa, 0xbb))
     const deadline = Date.now() + 10_000
     while (atB.length < 2 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 5))

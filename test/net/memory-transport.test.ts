@@ -11,7 +11,10 @@ frameTransportConformance('memory', () => {
   let next = 0
   const start = (id: string, options = {}): HarnessPeer => {
     const peer: HarnessPeer = { id, address: { id, addrs: [] }, transport: undefined!, events: [] }
-    peer.transport = network.createTransport(id, { ...options, onEvent: (event) => recordEvent(peer.events, event) })
+    peer.transport = network.createTransport(id, {
+      ...options,
+      onEvent: (event) => recordEvent(peer.events, event),
+    })
     return peer
   }
   return {

@@ -3,9 +3,15 @@
 // into an in-memory durable copy, its committed entries applied to a log of
 // applied data, and its messages queued; tests decide what is delivered,
 // dropped or cut, and when time passes.
+//
+// The founding members start from a snapshot at index 1 (term 1) that holds
+// the first configuration, as etcd's interaction tests do: a node added later
+// starts empty and must receive that snapshot, so it learns the founding
+// configuration instead of replaying conf changes onto an empty one. Tests
+// that build logs by hand (`logs`) start from a snapshot at index 0 instead.
 
-import { seededRng } from '../../consensus/clock.ts'
 import { decodeConfChange, encodeConfChange } from '../../consensus/codec.ts'
+import { seededRng } from '../../consensus/clock.ts'
 import { type RaftConfig, resolveRaftConfig } from '../../consensus/config.ts'
 import { emptyConfState } from '../../consensus/membership.ts'
 import { RaftCore } from '../../consensus/raft-core.ts'
@@ -17,7 +23,7 @@ import {
   EntryType,
   type HardState,
   type Message,
-  type MessageType,
+  MessageType,
   type ReadState,
   type Snapshot,
 } from '../../consensus/types.ts'
@@ -45,17 +51,74 @@ export function text(value: string): Uint8Array {
   return encoder.encode(value)
 }
 
+/** Delivered messages kept for traces and counts; the oldest are dropped beyond this. */
+const HISTORY_MESSAGES_MAX = 100_000
+
+const messageTypeNames = new Map<number, string>(Object.entries(MessageType).map(([name, value]) => [value, name]))
+
+/** One line per message, for traces: "a->b Append term=2 index=3 logTerm=1 entries=[4@2] commit=3". */
+export function describeMessage(m: Message): string {
+  const parts = [`${m.from}->${m.to}`, messageTypeNames.get(m.type) ?? String(m.type), `term=${m.term}`]
+  switch (m.type) {
+    case MessageType.Append:
+      parts.push(`index=${m.index}`, `logTerm=${m.logTerm}`)
+      parts.push(`entries=[${m.entries.map((e) => `${e.index}@${e.term}`).join(' ')}]`, `commit=${m.commit}`)
+      break
+    case MessageType.AppendResponse:
+      parts.push(`index=${m.index}`)
+      if (m.reject) parts.push('reject', `hint=${m.rejectHint}`, `hintTerm=${m.logTerm}`)
+      break
+    case MessageType.Vote:
+    case MessageType.PreVote:
+      parts.push(`index=${m.index}`, `logTerm=${m.logTerm}`)
+      break
+    case MessageType.VoteResponse:
+    case MessageType.PreVoteResponse:
+      if (m.reject) parts.push('reject')
+      break
+    case MessageType.Heartbeat:
+      parts.push(`commit=${m.commit}`)
+      break
+    case MessageType.Snapshot:
+      if (m.snapshot !== null) {
+        const s = m.snapshot
+        parts.push(`index=${s.meta.index}`, `bytes=${s.offset}+${s.data.length}/${s.totalBytes}`)
+      }
+      break
+    case MessageType.SnapshotResponse:
+      parts.push(`index=${m.index}`, `received=${m.rejectHint}`)
+      if (m.reject) parts.push('reject')
+      break
+    case MessageType.ReadIndexResponse:
+      parts.push(`index=${m.index}`)
+      break
+    default:
+      break
+  }
+  if (m.context.length > 0 && m.type !== MessageType.Vote) parts.push(`context=${decoder.decode(m.context)}`)
+  return parts.join(' ')
+}
+
 export interface CoreNetworkOptions {
   config?: Partial<RaftConfig>
   seed?: number
   /** Members that start as learners (they must not be in `ids` voters). */
   learners?: string[]
+  /**
+   * Per node, the terms of the log entries it starts with, from index 1 (e.g.
+   * [1, 1, 2] is 1@1 2@1 3@2). The founding snapshot is then at index 0.
+   */
+  logs?: Record<string, number[]>
+  /** Per node, the hard state it starts with (term 0, no vote, commit 0 by default). */
+  hardStates?: Record<string, Partial<HardState>>
 }
 
 export class CoreNetwork {
   readonly nodes = new Map<string, NodeRecord>()
   /** Messages sent and not yet delivered, in send order. */
   queue: Message[] = []
+  /** Messages delivered (stepped into their target), oldest first. */
+  history: Message[] = []
   /** Directed links that drop everything: "a->b". */
   private readonly cut = new Set<string>()
   /** Message types dropped everywhere. */
@@ -66,14 +129,27 @@ export class CoreNetwork {
   constructor(voters: string[], options: CoreNetworkOptions = {}) {
     this.config = resolveRaftConfig({ preVote: false, checkQuorum: false, ...options.config })
     this.seed = options.seed ?? 1
+    const learners = options.learners ?? []
     const confState: ConfState = {
       ...emptyConfState(),
       voters: [...voters].sort(),
-      learners: [...(options.learners ?? [])].sort(),
+      learners: [...learners].sort(),
     }
-    for (const id of [...voters, ...(options.learners ?? [])]) {
-      const snapshot: Snapshot = { meta: { index: 0, term: 0, confState }, data: text('') }
-      this.addNode(id, { hardState: { term: 0, vote: '', commit: 0 }, snapshot, entries: [] })
+    const handBuilt = options.logs !== undefined
+    const founding: Snapshot = {
+      meta: { index: handBuilt ? 0 : 1, term: handBuilt ? 0 : 1, confState },
+      data: text(''),
+    }
+    for (const id of [...voters, ...learners]) {
+      const terms = options.logs?.[id] ?? []
+      const entries = terms.map((term, i) => ({
+        term,
+        index: i + 1,
+        type: EntryType.Normal,
+        data: text(`${i + 1}@${term}`),
+      }))
+      const hardState = { term: 0, vote: '', commit: 0, ...options.hardStates?.[id] }
+      this.addNode(id, { hardState, snapshot: founding, entries })
     }
   }
 
@@ -105,9 +181,7 @@ export class CoreNetwork {
   }
 
   node(id: string): RaftCore {
-    const record = this.nodes.get(id)
-    if (record === undefined) throw new Error(`no node ${id}`)
-    return record.core
+    return this.record(id).core
   }
 
   record(id: string): NodeRecord {
@@ -172,6 +246,20 @@ export class CoreNetwork {
     this.tick(id, this.config.electionTimeoutTicks * 2)
   }
 
+  /** Lets `ticks` ticks pass on every node (or on `ids`), delivering everything after each one. */
+  elapse(ticks: number, ids: string[] = [...this.nodes.keys()]): void {
+    for (let i = 0; i < ticks; i++) {
+      for (const id of ids) this.tick(id)
+      this.stabilize()
+    }
+  }
+
+  /** Ticks a leader until it sends heartbeats, then delivers everything (commit indexes spread). */
+  heartbeat(id: string): void {
+    this.tick(id, this.config.heartbeatIntervalTicks)
+    this.stabilize()
+  }
+
   campaign(id: string): void {
     this.node(id).campaign(this.config.preVote ? 'pre' : 'normal')
     this.processReady(id)
@@ -189,6 +277,21 @@ export class CoreNetwork {
     this.processReady(id)
   }
 
+  transferLeadership(id: string, to: string): void {
+    this.node(id).transferLeadership(to)
+    this.processReady(id)
+  }
+
+  readIndex(id: string, context: string): void {
+    this.node(id).readIndex(text(context))
+    this.processReady(id)
+  }
+
+  /** The read states a node produced, as "context@index". */
+  reads(id: string): string[] {
+    return this.record(id).readStates.map((r) => `${decoder.decode(r.context)}@${r.index}`)
+  }
+
   /** Handles every pending Ready of one node: persist, queue messages, apply, advance. */
   processReady(id: string): void {
     const record = this.record(id)
@@ -197,17 +300,18 @@ export class CoreNetwork {
       const ready = core.ready()
       const durable = record.durable
       if (ready.hardState !== null) durable.hardState = { ...ready.hardState }
-      if (ready.snapshot !== null) {
-        durable.snapshot = ready.snapshot
-        durable.entries = durable.entries.filter((e) => e.index > ready.snapshot!.meta.index)
+      const snapshot = ready.snapshot
+      if (snapshot !== null) {
+        durable.snapshot = snapshot
+        durable.entries = durable.entries.filter((e) => e.index > snapshot.meta.index)
       }
       if (ready.entries.length > 0) {
         const first = ready.entries[0]!.index
         durable.entries = durable.entries.filter((e) => e.index < first).concat(ready.entries)
       }
       this.queue.push(...ready.messages)
-      if (ready.snapshot !== null) {
-        const data = decoder.decode(ready.snapshot.data)
+      if (snapshot !== null) {
+        const data = decoder.decode(snapshot.data)
         record.state = data === '' ? [] : data.split('\n')
       }
       for (const entry of ready.committedEntries) {
@@ -246,15 +350,22 @@ export class CoreNetwork {
     }
   }
 
+  /** Delivers queued messages one by one until `done()` holds; throws if the queue runs dry first. */
+  deliverUntil(done: () => boolean, limit = 100_000): void {
+    for (let delivered = 0; !done(); delivered++) {
+      if (this.queue.length === 0) throw new Error('the network went quiet before the awaited state')
+      if (delivered >= limit) throw new Error(`the awaited state did not come within ${limit} messages`)
+      this.deliverOne()
+    }
+  }
+
   /** Delivers the oldest queued message. Returns it (or null if it was dropped or none was queued). */
   deliverOne(): Message | null {
     const message = this.queue.shift()
     if (message === undefined) return null
     if (this.cut.has(`${message.from}->${message.to}`) || this.ignored.has(message.type)) return null
-    const target = this.nodes.get(message.to)
-    if (target === undefined) return null
-    target.core.step(message)
-    this.processReady(message.to)
+    if (!this.nodes.has(message.to)) return null
+    this.deliver(message)
     return message
   }
 
@@ -265,12 +376,24 @@ export class CoreNetwork {
     return taken
   }
 
-  /** Delivers one message by hand (for reordering tests). */
+  /** Delivers one message by hand, ignoring cuts (for reordering tests and crafted messages). */
   deliver(message: Message): void {
     const target = this.nodes.get(message.to)
     if (target === undefined) return
+    this.history.push(message)
+    if (this.history.length > HISTORY_MESSAGES_MAX) this.history.splice(0, this.history.length / 2)
     target.core.step(message)
     this.processReady(message.to)
+  }
+
+  /** Builds a complete message from the fields a test cares about and delivers it (etcd's nt.send). */
+  send(partial: Partial<Message> & { type: MessageType; from: string; to: string }): void {
+    this.deliver(message(partial))
+  }
+
+  /** The delivered messages since `since` (an index into history), one line each. */
+  trace(since = 0, filter: (m: Message) => boolean = () => true): string[] {
+    return this.history.slice(since).filter(filter).map(describeMessage)
   }
 
   leader(): string | undefined {
@@ -286,5 +409,29 @@ export class CoreNetwork {
 
   appliedData(id: string): string[] {
     return this.record(id).applied.map((a) => a.data)
+  }
+
+  /** A node's log from its first index as "index@term" (the entries only, not the snapshot). */
+  logOf(id: string): string[] {
+    const { log } = this.node(id)
+    const out: string[] = []
+    for (let i = log.firstIndex(); i <= log.lastIndex(); i++) out.push(`${i}@${log.term(i)}`)
+    return out
+  }
+}
+
+/** A complete message with neutral defaults for the fields not given. */
+export function message(partial: Partial<Message> & { type: MessageType; from: string; to: string }): Message {
+  return {
+    term: 0,
+    logTerm: 0,
+    index: 0,
+    entries: [],
+    commit: 0,
+    reject: false,
+    rejectHint: 0,
+    context: new Uint8Array(0),
+    snapshot: null,
+    ...partial,
   }
 }

@@ -1,0 +1,151 @@
+// Node configuration: embedded defaults that work on one host, overridden by
+// a JSON config file and then by command-line flags. Validated once at start;
+// every error names the setting and says what is allowed.
+
+import { readFileSync } from 'node:fs'
+
+export interface NodeConfig {
+  /** Where the node keeps everything (identity, Raft store, settings). */
+  dataDir: string
+  /** libp2p listen address, HOST:PORT. */
+  listen: string
+  /** Address other hosts use to reach this one (defaults to listen; required when listening on 0.0.0.0). */
+  advertise: string
+  /** Portal/API address, HOST:PORT ('' to serve none). */
+  portal: string
+  tickMs: number
+  electionTimeoutTicks: number
+  heartbeatIntervalTicks: number
+  /** How long a write may wait for a leader or a commit before failing with a clear error. */
+  requestTimeoutMs: number
+  snapshotEntries: number
+  /** Voters are kept odd, up to this number (3, 5 or 7), when the cluster is created. */
+  maxVoters: number
+  /** A member silent this long is marked offline (and a voter replaced). */
+  offlineThresholdMs: number
+  logLevel: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'silent'
+}
+
+export const DEFAULT_DATA_DIR = '/var/lib/docklet'
+export const DEFAULT_LISTEN = '0.0.0.0:7946'
+export const DEFAULT_PORTAL = '0.0.0.0:8080'
+
+export function defaultNodeConfig(dataDir = DEFAULT_DATA_DIR): NodeConfig {
+  return {
+    dataDir,
+    listen: DEFAULT_LISTEN,
+    advertise: '',
+    portal: DEFAULT_PORTAL,
+    tickMs: 50,
+    electionTimeoutTicks: 10,
+    heartbeatIntervalTicks: 1,
+    requestTimeoutMs: 5_000,
+    snapshotEntries: 10_000,
+    maxVoters: 3,
+    offlineThresholdMs: 15_000,
+    logLevel: 'info',
+  }
+}
+
+export class NodeConfigError extends Error {
+  readonly code = 'ERR_NODE_CONFIG'
+  constructor(message: string) {
+    super(message)
+    this.name = 'NodeConfigError'
+  }
+}
+
+const HOST_PORT = /^(\[[0-9a-fA-F:.]+\]|[a-zA-Z0-9.-]+):(\d{1,5})$/
+
+function checkAddress(name: string, value: string, allowEmpty: boolean): void {
+  if (allowEmpty && value === '') return
+  if (value.startsWith('/')) return // a multiaddr; net/ validates it when it is used
+  const match = HOST_PORT.exec(value)
+  const port = Number(match?.[2])
+  if (match === null || port > 65535) {
+    throw new NodeConfigError(
+      `${name} must be HOST:PORT (for example 10.0.0.5:7946) or a multiaddr, got "${value}".`,
+    )
+  }
+}
+
+function checkInteger(name: string, value: unknown, min: number, max: number): void {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
+    throw new NodeConfigError(
+      `${name} must be a whole number from ${min} to ${max}, got ${JSON.stringify(value)}.`,
+    )
+  }
+}
+
+/** Validates a complete config; returns it unchanged or throws NodeConfigError naming the setting. */
+export function validateNodeConfig(config: NodeConfig): NodeConfig {
+  if (typeof config.dataDir !== 'string' || config.dataDir === '')
+    throw new NodeConfigError('dataDir must be a directory path.')
+  checkAddress('listen', config.listen, false)
+  checkAddress('advertise', config.advertise, true)
+  checkAddress('portal', config.portal, true)
+  checkInteger('tickMs', config.tickMs, 1, 10_000)
+  checkInteger('electionTimeoutTicks', config.electionTimeoutTicks, 2, 10_000)
+  checkInteger('heartbeatIntervalTicks', config.heartbeatIntervalTicks, 1, 10_000)
+  if (config.heartbeatIntervalTicks >= config.electionTimeoutTicks) {
+    throw new NodeConfigError(
+      `heartbeatIntervalTicks (${config.heartbeatIntervalTicks}) must be smaller than electionTimeoutTicks (${config.electionTimeoutTicks}).`,
+    )
+  }
+  checkInteger('requestTimeoutMs', config.requestTimeoutMs, 100, 600_000)
+  checkInteger('snapshotEntries', config.snapshotEntries, 10, 10_000_000)
+  if (![3, 5, 7].includes(config.maxVoters)) {
+    throw new NodeConfigError(
+      `maxVoters must be 3, 5 or 7 (an odd number keeps a clear majority), got ${config.maxVoters}.`,
+    )
+  }
+  checkInteger('offlineThresholdMs', config.offlineThresholdMs, 1_000, 3_600_000)
+  if (!['trace', 'debug', 'info', 'warn', 'error', 'silent'].includes(config.logLevel)) {
+    throw new NodeConfigError(
+      `logLevel must be one of trace, debug, info, warn, error, silent; got "${config.logLevel}".`,
+    )
+  }
+  if (config.advertise === '' && /^(0\.0\.0\.0|\[::\]):/.test(config.listen)) {
+    // Other hosts cannot dial 0.0.0.0: the node picks an address at start (see main.ts).
+  }
+  return config
+}
+
+/** Reads a JSON config file; unknown keys are refused so that typos do not pass silently. */
+export function readConfigFile(path: string): Partial<NodeConfig> {
+  let text: string
+  try {
+    text = readFileSync(path, 'utf8')
+  } catch (error) {
+    throw new NodeConfigError(`Cannot read the config file ${path}: ${(error as Error).message}`)
+  }
+  let parsed: unknown
+  try {
+    parsed = JSON.parse(text)
+  } catch (error) {
+    throw new NodeConfigError(`The config file ${path} is not valid JSON: ${(error as Error).message}`)
+  }
+  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {
+    throw new NodeConfigError(`The config file ${path} must hold a JSON object.`)
+  }
+  const known = new Set(Object.keys(defaultNodeConfig()))
+  for (const key of Object.keys(parsed)) {
+    if (!known.has(key)) {
+      throw new NodeConfigError(
+        `The config file ${path} has an unknown setting "${key}"; known settings: ${[...known].join(', ')}.`,
+      )
+    }
+  }
+  return parsed as Partial<NodeConfig>
+}
+
+/** Defaults, then the file, then flags (later wins). */
+export function resolveNodeConfig(...layers: Array<Partial<NodeConfig>>): NodeConfig {
+  const config = defaultNodeConfig()
+  for (const layer of layers) {
+    for (const [key, value] of Object.entries(layer)) {
+      if (value !== undefined) (config as unknown as Record<string, unknown>)[key] = value
+    }
+  }
+  return validateNodeConfig(config)
+}
