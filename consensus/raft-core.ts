@@ -8,7 +8,7 @@
 // Ongaro's thesis ("thesis §x") where a rule comes from them.
 
 import type { Rng } from './clock.ts'
-import { entryBytes } from './codec.ts'
+import { decodeConfChange, entryBytes } from './codec.ts'
 import type { RaftConfig } from './config.ts'
 import { assert, NotLeaderError, ProposalDroppedError } from './errors.ts'
 import {
@@ -138,6 +138,14 @@ export class RaftCore {
   private handoffIndex = 0
   /** Voters that acknowledged a hand-over heartbeat. */
   private readonly handoffAcks = new Set<NodeId>()
+  /**
+   * This leader's log holds a change that takes it out of the voters: it takes
+   * no more proposals. Entries after that change would make its log longer
+   * than the others'; if its hand-over is then cut short, the voters that have
+   * not applied the change still need its vote, which it refuses to their
+   * shorter logs, and no one can ever be elected.
+   */
+  private leavingVoters = false
   private uncommittedBytes = 0
 
   private messages: Message[] = []
@@ -222,6 +230,7 @@ export class RaftCore {
     this.abortLeaderTransfer()
     this.handoffIndex = 0
     this.handoffAcks.clear()
+    this.leavingVoters = false
     this.votes.clear()
     this.pendingReads.length = 0
     this.readsBeforeFirstCommit.length = 0
@@ -268,6 +277,9 @@ export class RaftCore {
     this.role = Role.Leader
     const self = this.progress.get(this.id)
     if (self !== undefined) self.becomeReplicate()
+    this.leavingVoters = this.leavesVoters(
+      this.log.slice(this.log.applied + 1, this.log.lastIndex() + 1) ?? [],
+    )
     // The no-op entry lets the leader commit entries of earlier terms (§5.4.2, §8).
     this.appendEntries([{ term: this.term, index: 0, type: EntryType.Normal, data: EMPTY }])
     // No membership change until the no-op (and so everything before it) is
@@ -947,7 +959,14 @@ export class RaftCore {
     if (!this.progress.has(this.id))
       throw new ProposalDroppedError('this leader is being removed from the cluster.')
     if (this.handoffIndex > 0) {
-      throw new ProposalDroppedError('this leader is leaving the voters and hands over; retry on the new leader.')
+      throw new ProposalDroppedError(
+        'this leader is leaving the voters and hands over; retry on the new leader.',
+      )
+    }
+    if (this.leavingVoters) {
+      throw new ProposalDroppedError(
+        'this leader is being removed from the voters; retry on the next leader.',
+      )
     }
     let bytes = 0
     for (const item of items) {
@@ -975,8 +994,24 @@ export class RaftCore {
     this.appendEntries(entries)
     this.uncommittedBytes += bytes
     for (const entry of entries) if (entry.type === EntryType.ConfChange) this.pendingConfIndex = entry.index
+    if (confChanges === 1) this.leavingVoters = this.leavesVoters(entries)
     this.broadcastAppend()
     return { firstIndex, lastIndex: this.log.lastIndex(), term: this.term }
+  }
+
+  /** Would applying these entries' membership changes, in order, take this node out of the voters? */
+  private leavesVoters(entries: Entry[]): boolean {
+    let conf = this.confState
+    for (const entry of entries) {
+      if (entry.type !== EntryType.ConfChange) continue
+      try {
+        conf = applyConfChange(conf, decodeConfChange(entry.data))
+      } catch {
+        continue // an invalid change is a no-op when applied
+      }
+      if (!isVoter(conf, this.id)) return true
+    }
+    return false
   }
 
   private checkConfChangeAllowed(): void {
@@ -1045,6 +1080,7 @@ export class RaftCore {
     if (this.pendingConfIndex > this.log.applied || this.leadTransferee !== NONE) return
     this.pendingConfIndex = this.log.lastIndex() + 1
     this.appendEntries([{ term: this.term, index: 0, type: EntryType.ConfChange, data: this.leaveJointData }])
+    if (!this.confState.voters.includes(this.id)) this.leavingVoters = true
     this.broadcastAppend()
   }
 

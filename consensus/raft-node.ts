@@ -79,6 +79,8 @@ interface PendingRead {
 }
 
 const NO_INDEX = -1
+/** A read context: the incarnation's nonce, then the read counter (two float64). */
+const READ_CONTEXT_BYTES = 16
 
 export class RaftNode<R = unknown> {
   readonly id: NodeId
@@ -102,6 +104,15 @@ export class RaftNode<R = unknown> {
   private readonly pending = new Map<number, PendingProposal>()
   private readonly reads = new Map<string, PendingRead>()
   private readCounter = 0
+  /**
+   * Random per incarnation, carried in every read context next to the
+   * counter: the counter restarts at 1 after a restart, and an answer to a
+   * read of the previous incarnation (still in flight) must not complete a new
+   * read with an older index (a stale read). It also keeps contexts of
+   * different nodes apart at the leader, which matches answers and
+   * heartbeat acknowledgements by context.
+   */
+  private readonly readNonce: number
   private lastSnapshotIndex: number
   /** The hard state last handed out by the core, and the one last written with sync. */
   private hardState: HardState
@@ -117,6 +128,7 @@ export class RaftNode<R = unknown> {
     this.stateMachine = init.stateMachine
     this.raftConfig = raftConfig
     this.config = resolveDriverConfig(init.driver)
+    this.readNonce = init.rng.int(2 ** 31) * 2 ** 22 + init.rng.int(2 ** 22)
     this.onEvent = init.onEvent ?? (() => {})
     this.onConfChange = init.onConfChange
     this.lastSnapshotIndex = snapshotIndex
@@ -223,8 +235,10 @@ export class RaftNode<R = unknown> {
     if (this.stopped) return Promise.reject(new StoppedError())
     if (this.failure !== null) return Promise.reject(this.failure)
     const counter = ++this.readCounter
-    const context = new Uint8Array(8)
-    new DataView(context.buffer).setFloat64(0, counter)
+    const context = new Uint8Array(READ_CONTEXT_BYTES)
+    const view = new DataView(context.buffer)
+    view.setFloat64(0, this.readNonce)
+    view.setFloat64(8, counter)
     const key = String(counter)
     try {
       this.core.readIndex(context)
@@ -428,8 +442,10 @@ export class RaftNode<R = unknown> {
     }
     for (const entry of ready.committedEntries) this.applyEntry(entry)
     for (const state of ready.readStates) {
-      const key = String(new DataView(state.context.buffer, state.context.byteOffset, 8).getFloat64(0))
-      const read = this.reads.get(key)
+      if (state.context.length !== READ_CONTEXT_BYTES) continue
+      const view = new DataView(state.context.buffer, state.context.byteOffset, READ_CONTEXT_BYTES)
+      if (view.getFloat64(0) !== this.readNonce) continue // meant for an earlier incarnation
+      const read = this.reads.get(String(view.getFloat64(8)))
       if (read !== undefined) read.index = state.index
     }
     // 4. Advance.

@@ -1,5 +1,6 @@
 // Public surface of net/: frame transports (libp2p and in-memory), the libp2p host and the RPC service.
 
+export type { CommandRunner, PlannedCommand, RunOptions, RunResult } from './command-runner.ts'
 export {
   DialError,
   FrameDecodeError,
@@ -37,6 +38,14 @@ export {
   type TransportEventType,
 } from './frame-transport-types.ts'
 export {
+  type FdbEntry,
+  type IpAddress,
+  type LinkState,
+  parseFdbJson,
+  parseIpAddrJson,
+  type VxlanInfo,
+} from './ip-link-state.ts'
+export {
   createLibp2pHost,
   generateIdentity,
   identityFromBytes,
@@ -45,6 +54,7 @@ export {
   toMultiaddr,
 } from './libp2p-host.ts'
 export { MemoryFrameTransport, MemoryNetwork, type MemoryNetworkOptions } from './memory-transport.ts'
+export { MeshApplyError, MeshConfigError, MeshParseError } from './mesh-errors.ts'
 export {
   RPC_CALLS_MAX_DEFAULT,
   RPC_HANDLER_TIMEOUT_MS_DEFAULT,
@@ -66,3 +76,39 @@ export {
   type RpcServiceOptions,
   rememberPeer,
 } from './rpc.ts'
+export {
+  applyOverlay,
+  gatewayMac,
+  type NftTable,
+  type OverlayCurrent,
+  type OverlayDesired,
+  overlayMtu,
+  overlayNames,
+  parseNftTables,
+  planOverlay,
+  planOverlayRemoval,
+  type RemoteVnode,
+  readOverlayState,
+  removeOverlay,
+  renderOverlayRules,
+  VXLAN_OVERHEAD_BYTES,
+} from './vxlan-overlay.ts'
+export {
+  type ApplyMeshOptions,
+  type ApplyMeshResult,
+  applyMesh,
+  detectWireguardImplementation,
+  ensureMeshKey,
+  loadMeshConfig,
+  type MeshCurrent,
+  type MeshDesired,
+  type MeshPeer,
+  meshMtuFromUnderlay,
+  parseWgDump,
+  planMesh,
+  readMeshState,
+  restoreMesh,
+  saveMeshConfig,
+  WIREGUARD_OVERHEAD_BYTES,
+  type WireguardImplementation,
+} from './wireguard-mesh.ts'

@@ -103,25 +103,48 @@ export async function createLibp2pHost(options: Libp2pHostOptions): Promise<Libp
   checkInteger('inboundConnectionsPerSecondMax', inboundPerSecondMax, 1, 10_000)
   checkInteger('pendingConnectionsMax', pendingMax, 1, 10_000)
   checkInteger('dialTimeoutMs', dialTimeoutMs, 1, 600_000)
-  return createLibp2p({
-    privateKey,
-    addresses: { listen },
-    transports: [tcp({ maxConnections: connectionsMax })],
-    connectionEncrypters: [noise()],
-    streamMuxers: [yamux()],
-    connectionManager: {
-      maxConnections: connectionsMax,
-      maxIncomingPendingConnections: pendingMax,
-      inboundConnectionThreshold: inboundPerSecondMax,
-      dialTimeout: dialTimeoutMs,
-      // A handful of addresses per member is all we ever give it.
-      maxPeerAddrsToDial: 8,
-      maxParallelDials: 16,
-      maxDialQueueLength: 64,
-    },
-    // The connection monitor stays on (the default): its periodic ping
-    // aborts connections whose peer vanished without closing TCP, which
-    // is what makes the frame transport notice and redial.
-    nodeInfo: { name: 'docklet', version: '0.1.0' },
-  })
+  try {
+    return await createNode()
+  } catch (err) {
+    const text = String((err as Error)?.message ?? err)
+    if (text.includes('EADDRINUSE')) {
+      throw new NetConfigError(
+        `Cannot listen on ${listen.join(', ')}: the address is already in use (is another docklet node running there?).`,
+        { cause: err },
+      )
+    }
+    if (text.includes('EADDRNOTAVAIL')) {
+      throw new NetConfigError(
+        `Cannot listen on ${listen.join(', ')}: no interface of this host has that address.`,
+        {
+          cause: err,
+        },
+      )
+    }
+    throw err
+  }
+
+  function createNode(): Promise<Libp2p> {
+    return createLibp2p({
+      privateKey,
+      addresses: { listen },
+      transports: [tcp({ maxConnections: connectionsMax })],
+      connectionEncrypters: [noise()],
+      streamMuxers: [yamux()],
+      connectionManager: {
+        maxConnections: connectionsMax,
+        maxIncomingPendingConnections: pendingMax,
+        inboundConnectionThreshold: inboundPerSecondMax,
+        dialTimeout: dialTimeoutMs,
+        // A handful of addresses per member is all we ever give it.
+        maxPeerAddrsToDial: 8,
+        maxParallelDials: 16,
+        maxDialQueueLength: 64,
+      },
+      // The connection monitor stays on (the default): its periodic ping
+      // aborts connections whose peer vanished without closing TCP, which
+      // is what makes the frame transport notice and redial.
+      nodeInfo: { name: 'docklet', version: '0.1.0' },
+    })
+  }
 }

@@ -855,8 +855,8 @@ async function startDetached(dataDir: string): Promise<{ id: string; pid: number
   const paths = dataDirPaths(dataDir)
   const logStart = existsSync(paths.log) ? statSync(paths.log).size : 0
   const logFd = openSync(paths.log, 'a', 0o600)
-  let exited: { code: number | null; signal: NodeJS.Signals | null } | null = null
-  let spawnError: Error | null = null
+  // Filled in by the child's events while this function polls.
+  const outcome: { exit: string | null; error: Error | null } = { exit: null, error: null }
   const child = spawn(process.execPath, [...process.execArgv, CLI_PATH, 'start', '--data-dir', dataDir], {
     detached: true,
     stdio: ['ignore', logFd, logFd],
@@ -864,10 +864,10 @@ async function startDetached(dataDir: string): Promise<{ id: string; pid: number
   })
   closeSync(logFd)
   child.on('exit', (code, signal) => {
-    exited = { code, signal }
+    outcome.exit = signal ?? `exit code ${code}`
   })
   child.on('error', (error) => {
-    spawnError = error
+    outcome.error = error
   })
   child.unref()
   const pid = child.pid ?? 0
@@ -879,14 +879,13 @@ async function startDetached(dataDir: string): Promise<{ id: string; pid: number
     return text === '' ? '' : `\nLast lines of ${paths.log}:\n${text}`
   }
   while (Date.now() - startedAt < START_TIMEOUT_MS) {
-    if (spawnError !== null) {
-      throw new CliError('ERR_START_FAILED', `Could not start the node: ${(spawnError as Error).message}.`)
+    if (outcome.error !== null) {
+      throw new CliError('ERR_START_FAILED', `Could not start the node: ${outcome.error.message}.`)
     }
-    if (exited !== null) {
-      const how = exited as { code: number | null; signal: NodeJS.Signals | null }
+    if (outcome.exit !== null) {
       throw new CliError(
         'ERR_START_FAILED',
-        `The node stopped while starting (${how.signal ?? `exit code ${how.code}`}); see ${paths.log}.${tail()}`,
+        `The node stopped while starting (${outcome.exit}); see ${paths.log}.${tail()}`,
       )
     }
     const answer = await health(dataDir)
@@ -1140,7 +1139,7 @@ async function cmdRecover(cmd: Extract<CliCommand, { kind: 'recover' }>): Promis
       backup_dir: report.backupDir,
       was_voter: report.wasVoter,
     })
-  } else process.stderr.write(formatRecoverWarning(report, dataDir))
+  } else out(formatRecoverWarning(report, dataDir))
   return 0
 }
 

@@ -44,7 +44,8 @@ export function loadConfig(
   if (record !== null) {
     if (record.listen !== '') fromRecord.listen = record.listen
     if (record.advertise !== '') fromRecord.advertise = record.advertise
-    if (record.portal !== '') fromRecord.portal = record.portal
+    // '' is a real value for the portal (serve none): init and join record the resolved one.
+    fromRecord.portal = record.portal
   }
   return resolveNodeConfig(file, fromRecord, flags, { dataDir })
 }
@@ -61,6 +62,7 @@ export async function initDataDir(
       `${dataDir} already holds a docklet node (cluster ${existing.clusterId}). Run \`docklet start\` to run it, or pick another --data-dir.`,
     )
   }
+  const config = loadConfig(dataDir, flags, null) // validate before anything is written
   if (readIdentity(paths) === null) writeIdentity(paths, await generateIdentity())
   const password = randomBytes(18).toString('base64url')
   const clusterId = randomBytes(8).toString('hex')
@@ -74,9 +76,8 @@ export async function initDataDir(
     left: false,
     listen: flags.listen ?? '',
     advertise: flags.advertise ?? '',
-    portal: flags.portal ?? '',
+    portal: config.portal,
   }
-  loadConfig(dataDir, flags, record) // validate before anything is written
   writeNodeRecord(paths, record)
   writeFileAtomic(paths.adminPassword, `${password}\n`)
   return { password, paths }

@@ -191,6 +191,9 @@ export class DockletNode {
         else if (event.type === 'fatal') {
           this.log.error({ error: event.error }, 'raft stopped on a fatal error')
           void this.stop()
+        } else if (event.type === 'snapshot-restored') {
+          // Rare and worth seeing: this replica was replaced by the leader's state.
+          this.log.info({ index: event.index }, 'installed a snapshot from the leader')
         } else if (event.type !== 'send-dropped') this.log.debug({ event }, 'raft event')
       },
       onConfChange: (_change, confState, index) => this.onConfChange(confState, index),
@@ -251,6 +254,7 @@ export class DockletNode {
    */
   async submit(command: Command): Promise<CommandResult & { ok: true }> {
     const deadline = this.clock.nowMs() + this.config.requestTimeoutMs
+    const receivedBefore = this.receivedFrames()
     let lastError: unknown = null
     while (this.clock.nowMs() < deadline) {
       if (this.stopping !== null) throw new StateError('ERR_STOPPED', 'This docklet node is stopping.')
@@ -260,7 +264,7 @@ export class DockletNode {
         if (leader === this.id) {
           result = await this.raft.propose(encodeCommand({ ...command, at: Date.now() } as Command))
         } else if (leader !== '') {
-          const remaining = Math.max(100, deadline - this.clock.nowMs())
+          const remaining = Math.max(100, Math.floor(deadline - this.clock.nowMs()))
           const answer = await this.rpc.call<CommandResult>(
             leader,
             RPC_SUBMIT,
@@ -288,7 +292,7 @@ export class DockletNode {
       }
     }
     this.log.debug({ error: (lastError as Error | null)?.message }, 'write gave up')
-    throw this.quorumError()
+    throw this.quorumError(receivedBefore)
   }
 
   private isRetryable(code: string): boolean {
@@ -302,11 +306,18 @@ export class DockletNode {
     ].includes(code)
   }
 
-  private quorumError(): QuorumLostError {
+  private receivedFrames(): Map<string, number> {
+    return new Map(Object.entries(this.transport.stats()).map(([id, peer]) => [id, peer.receivedFrames]))
+  }
+
+  private quorumError(receivedBefore: Map<string, number>): QuorumLostError {
     const conf = this.raft.status().confState
     const voters = conf.voters
     const stats = this.transport.stats()
-    const reachable = voters.filter((id) => id === this.id || stats[id]?.connected === true).length
+    // Reachable: the voter sent us a frame while we waited (this node campaigns meanwhile,
+    // so live voters answer). An open connection proves nothing: a frozen or cut-off host keeps it.
+    const heard = (id: string) => (stats[id]?.receivedFrames ?? 0) > (receivedBefore.get(id) ?? 0)
+    const reachable = voters.filter((id) => id === this.id || heard(id)).length
     return new QuorumLostError(reachable, voters.length, this.config.requestTimeoutMs)
   }
 
@@ -388,7 +399,7 @@ export class DockletNode {
   }> {
     const now = Date.now()
     return Object.values(this.state.view.tokens)
-      .sort((a, b) => a.createdAt - b.createdAt)
+      .sort((a, b) => a.createdAt - b.createdAt || a.id.localeCompare(b.id))
       .map((t) => ({
         id: t.id,
         created_at: new Date(t.createdAt).toISOString(),
@@ -475,6 +486,9 @@ export class DockletNode {
           )
         } else if (action.type === 'caught-up') {
           await this.raft.propose(encodeCommand({ type: 'member.caught-up', at: Date.now(), id: action.id }))
+        } else if (action.type === 'forget') {
+          this.log.info({ id: action.id }, 'removing a member that left')
+          await this.raft.propose(encodeCommand({ type: 'member.remove', at: Date.now(), id: action.id }))
         } else {
           this.log.info({ reason: action.reason }, 'changing Raft membership')
           await this.raft.proposeConfChange(action.change)

@@ -4,7 +4,8 @@
 //
 // Rules (after Incus's roles and Nomad's autopilot):
 // - every member of the state is in the Raft group: new ones enter as learners;
-// - members removed from the state, or leaving, are taken out of the group;
+// - members removed from the state, or leaving, are taken out of the group,
+//   and a leaving member out of the group is then removed from the state;
 // - a learner that caught up is a standby, promotable to voter;
 // - voters are kept odd, up to maxVoters: standbys are promoted in ones or
 //   twos; an even voter set with no standby is trimmed by one;
@@ -37,6 +38,8 @@ export interface MembershipInput {
 export type MembershipAction =
   | { type: 'liveness'; changes: Array<{ id: string; online: boolean }> }
   | { type: 'caught-up'; id: string }
+  /** A leaving member is out of the Raft group: drop it from the state (member.remove). */
+  | { type: 'forget'; id: string }
   | { type: 'conf-change'; change: ConfChange; reason: string }
 
 const NO_CONTEXT = new Uint8Array(0)
@@ -61,6 +64,9 @@ export function planMembership(input: MembershipInput): MembershipAction[] {
 
   const liveness: Array<{ id: string; online: boolean }> = []
   for (const member of input.members) {
+    // A member the leader does not track yet (joined, not yet in the Raft
+    // group) has not had a chance to be heard: no verdict on it.
+    if (member.id !== input.leaderId && !input.observed.has(member.id)) continue
     const online = isOnline(member.id)
     if (online !== member.online) liveness.push({ id: member.id, online })
   }
@@ -76,6 +82,13 @@ export function planMembership(input: MembershipInput): MembershipAction[] {
     const seen = input.observed.get(id)
     if (member === undefined || member.caughtUp || seen === undefined || !isOnline(id)) continue
     if (seen.match + input.catchUpLagEntries >= input.commitIndex) actions.push({ type: 'caught-up', id })
+  }
+
+  // A leave ends when the member is out of the group; then it leaves the state too.
+  for (const member of input.members) {
+    if (member.leaving && member.id !== input.leaderId && !inGroup(member.id)) {
+      actions.push({ type: 'forget', id: member.id })
+    }
   }
 
   // A joint configuration is left by the Raft core itself; change nothing else meanwhile.

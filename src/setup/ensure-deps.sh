@@ -21,7 +21,9 @@ missing=()
 for pkg in "$@"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
 done
-node_major() { "$1" -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0; }
+# A node is good enough when it is 22 or newer (libp2p 3 needs Promise.withResolvers)
+# and has crypto.argon2 (Node 24.7+), which docklet hashes passwords with.
+node_ok() { "$1" -e 'const [a]=process.versions.node.split(".").map(Number);process.exit(a>=22&&typeof require("crypto").argon2==="function"?0:1)' 2>/dev/null; }
 if ! command -v node >/dev/null 2>&1 && [ ! -x "$node_prefix/bin/node" ]; then
   missing+=(nodejs npm)
 fi
@@ -31,11 +33,11 @@ if [ "${#missing[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
 fi
 
-# 2. Node >= 22 (libp2p 3 needs Promise.withResolvers).
-if [ -x "$node_prefix/bin/node" ] && [ "$(node_major "$node_prefix/bin/node")" -ge 22 ]; then
+# 2. Node 24 unless the host already has a new enough one.
+if [ -x "$node_prefix/bin/node" ] && node_ok "$node_prefix/bin/node"; then
   export PATH="$node_prefix/bin:$PATH"
-elif [ "$(node_major node)" -lt 22 ]; then
-  log "node $(node --version 2>/dev/null || echo none) is older than 22: installing Node 24 into $node_prefix"
+elif ! node_ok node; then
+  log "node $(node --version 2>/dev/null || echo none) is older than 24.7 (docklet needs Node >= 22 and crypto.argon2): installing Node 24 into $node_prefix"
   npm install -g --prefix "$node_prefix" node@24 >&2
   export PATH="$node_prefix/bin:$PATH"
 fi

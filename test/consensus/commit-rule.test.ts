@@ -30,7 +30,10 @@ describe('commit rule (§5.4.2)', () => {
       { acked: 3, commit: 3 },
     ]) {
       // a holds 1@1 2@2 from earlier terms and leads term 3 with b's vote.
-      const net = new CoreNetwork(['a', 'b'], { logs: { a: [1, 2], b: [1, 2] }, hardStates: { a: { term: 2 } } })
+      const net = new CoreNetwork(['a', 'b'], {
+        logs: { a: [1, 2], b: [1, 2] },
+        hardStates: { a: { term: 2 } },
+      })
       net.campaign('a')
       net.queue = []
       net.send({ type: MessageType.VoteResponse, from: 'b', to: 'a', term: 3 })

@@ -34,7 +34,15 @@ describe('term rules (§5.1)', () => {
     const net = new CoreNetwork(['a', 'b', 'c'], { hardStates: { a: { term: 2 } } })
     const a = net.node('a')
     const entry = { term: 1, index: 2, type: 0 as const, data: new Uint8Array(0) }
-    net.send({ type: MessageType.Append, from: 'b', to: 'a', term: 1, index: 1, logTerm: 1, entries: [entry] })
+    net.send({
+      type: MessageType.Append,
+      from: 'b',
+      to: 'a',
+      term: 1,
+      index: 1,
+      logTerm: 1,
+      entries: [entry],
+    })
     net.send({ type: MessageType.Vote, from: 'c', to: 'a', term: 1, index: 9, logTerm: 1 })
     net.send({ type: MessageType.Heartbeat, from: 'b', to: 'a', term: 1 })
     expect(a.log.lastIndex()).toBe(1)
@@ -269,8 +277,18 @@ describe('votes from any state', () => {
       const net = nodeIn(start)
       const a = net.node('a')
       const lastIndex = a.log.lastIndex()
-      net.send({ type: MessageType.Vote, from: 'b', to: 'a', term: 3, index: lastIndex, logTerm: a.log.lastTerm() })
-      expect(net.take((m) => m.from === 'a')[0], start).toMatchObject({ type: MessageType.VoteResponse, reject: false })
+      net.send({
+        type: MessageType.Vote,
+        from: 'b',
+        to: 'a',
+        term: 3,
+        index: lastIndex,
+        logTerm: a.log.lastTerm(),
+      })
+      expect(net.take((m) => m.from === 'a')[0], start).toMatchObject({
+        type: MessageType.VoteResponse,
+        reject: false,
+      })
       expect(a.status(), start).toMatchObject({ role: Role.Follower, term: 3, vote: 'b' })
     }
   })
@@ -280,8 +298,19 @@ describe('votes from any state', () => {
       const net = nodeIn(start)
       const a = net.node('a')
       const before = a.status()
-      net.send({ type: MessageType.PreVote, from: 'b', to: 'a', term: 3, index: a.log.lastIndex(), logTerm: a.log.lastTerm() })
-      expect(net.take((m) => m.from === 'a')[0], start).toMatchObject({ type: MessageType.PreVoteResponse, reject: false, term: 3 })
+      net.send({
+        type: MessageType.PreVote,
+        from: 'b',
+        to: 'a',
+        term: 3,
+        index: a.log.lastIndex(),
+        logTerm: a.log.lastTerm(),
+      })
+      expect(net.take((m) => m.from === 'a')[0], start).toMatchObject({
+        type: MessageType.PreVoteResponse,
+        reject: false,
+        term: 3,
+      })
       expect(a.status(), start).toMatchObject({ role: before.role, term: before.term, vote: before.vote })
     }
   })
@@ -294,7 +323,13 @@ describe('election scenarios (etcd raft_test.go)', () => {
       const net = new CoreNetwork(['n1', 'n2', 'n3', 'n4', 'n5'], {
         config: { preVote },
         logs: { n1: [1], n2: [1], n3: [2] },
-        hardStates: { n1: { term: 1 }, n2: { term: 1 }, n3: { term: 2, vote: 'n3' }, n4: { term: 2, vote: 'n3' }, n5: { term: 2, vote: 'n3' } },
+        hardStates: {
+          n1: { term: 1 },
+          n2: { term: 1 },
+          n3: { term: 2, vote: 'n3' },
+          n4: { term: 2, vote: 'n3' },
+          n5: { term: 2, vote: 'n3' },
+        },
       })
       // A quorum knows of term 2: n1's first campaign fails and only pushes its term to 2.
       net.elect('n1')
@@ -331,7 +366,8 @@ describe('election scenarios (etcd raft_test.go)', () => {
     // c's log lacks a's no-op, so both deny it and it falls back to follower.
     net.campaign('c')
     net.stabilize()
-    for (const id of ['a', 'b', 'c']) expect(net.node(id).status(), id).toMatchObject({ role: Role.Follower, term: 2 })
+    for (const id of ['a', 'b', 'c'])
+      expect(net.node(id).status(), id).toMatchObject({ role: Role.Follower, term: 2 })
     expect(net.logOf('a')).toEqual(['2@1'])
     expect(net.logOf('b')).toEqual(['2@1'])
     expect(net.logOf('c')).toEqual([])

@@ -64,7 +64,9 @@ describe('flow control', () => {
   })
 
   it('uncommittedBytesMax refuses proposals while followers are down and accepts them once entries commit', () => {
-    const net = new CoreNetwork(['a', 'b', 'c'], { config: { proposalBytesMax: 10, uncommittedBytesMax: 50 } })
+    const net = new CoreNetwork(['a', 'b', 'c'], {
+      config: { proposalBytesMax: 10, uncommittedBytesMax: 50 },
+    })
     net.elect('a')
     net.isolate('b')
     net.isolate('c')

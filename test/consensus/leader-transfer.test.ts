@@ -14,7 +14,10 @@ import { CoreNetwork } from '../support/core-network.ts'
 const T = 10
 
 function cluster(): CoreNetwork {
-  const net = new CoreNetwork(['a', 'b', 'c'], { learners: ['l'], config: { preVote: true, checkQuorum: true } })
+  const net = new CoreNetwork(['a', 'b', 'c'], {
+    learners: ['l'],
+    config: { preVote: true, checkQuorum: true },
+  })
   net.elect('a')
   net.heartbeat('a')
   return net
@@ -65,7 +68,9 @@ describe('leader transfer', () => {
   })
 
   it('a follower that needs a snapshot gets it and the log after it before it is told to campaign', () => {
-    const net = new CoreNetwork(['a', 'b', 'c'], { config: { preVote: true, checkQuorum: true, snapshotChunkBytesMax: 4 } })
+    const net = new CoreNetwork(['a', 'b', 'c'], {
+      config: { preVote: true, checkQuorum: true, snapshotChunkBytesMax: 4 },
+    })
     net.elect('a')
     net.isolate('c')
     for (const data of ['x', 'y', 'z']) net.propose('a', data)

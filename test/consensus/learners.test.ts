@@ -39,7 +39,10 @@ describe('learners', () => {
   it('a learner grants a vote when asked, since the candidate may already count it as a voter', () => {
     const net = new CoreNetwork(['a', 'b'], { learners: ['l'] })
     net.send({ type: MessageType.Vote, from: 'a', to: 'l', term: 1, index: 1, logTerm: 1 })
-    expect(net.take((m) => m.from === 'l')[0]).toMatchObject({ type: MessageType.VoteResponse, reject: false })
+    expect(net.take((m) => m.from === 'l')[0]).toMatchObject({
+      type: MessageType.VoteResponse,
+      reject: false,
+    })
   })
 
   it('a learner’s acknowledgement never commits an entry', () => {

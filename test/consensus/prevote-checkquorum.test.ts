@@ -27,7 +27,8 @@ describe('pre-vote', () => {
     net.heal()
     net.elapse(3 * T)
     expect(net.node('a').status()).toMatchObject({ role: Role.Leader, term: 1 })
-    for (const id of ['b', 'c']) expect(net.node(id).status(), id).toMatchObject({ role: Role.Follower, term: 1, leader: 'a' })
+    for (const id of ['b', 'c'])
+      expect(net.node(id).status(), id).toMatchObject({ role: Role.Follower, term: 1, leader: 'a' })
     expect(net.appliedData('c')).toEqual(['x'])
   })
 
@@ -96,7 +97,8 @@ describe('pre-vote', () => {
     net.campaign('c')
     net.stabilize()
     // Both passed pre-vote (each granted the other's), then each voted for itself.
-    for (const id of ['b', 'c']) expect(net.node(id).status(), id).toMatchObject({ role: Role.Candidate, term: 2 })
+    for (const id of ['b', 'c'])
+      expect(net.node(id).status(), id).toMatchObject({ role: Role.Candidate, term: 2 })
 
     net.campaign('b') // b times out first
     net.stabilize()

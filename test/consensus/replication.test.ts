@@ -26,10 +26,11 @@ describe('log replication (§5.3)', () => {
     net.heartbeat('a')
     net.propose('a', 'x')
     const appends = net.take((m) => m.type === MessageType.Append)
-    expect(appends.map((m) => `${m.to} prev=${m.index}@${m.logTerm} [${m.entries.map((e) => `${e.index}@${e.term}`)}]`)).toEqual([
-      'b prev=2@1 [3@1]',
-      'c prev=2@1 [3@1]',
-    ])
+    expect(
+      appends.map(
+        (m) => `${m.to} prev=${m.index}@${m.logTerm} [${m.entries.map((e) => `${e.index}@${e.term}`)}]`,
+      ),
+    ).toEqual(['b prev=2@1 [3@1]', 'c prev=2@1 [3@1]'])
     expect(net.node('a').log.committed).toBe(2)
     net.deliver(appends[0]!) // to b only
     expect(net.deliverOne()?.type).toBe(MessageType.AppendResponse) // b's acknowledgement
@@ -67,7 +68,16 @@ describe('log replication (§5.3)', () => {
     const b = net.node('b')
     net.send({ type: MessageType.Append, from: 'a', to: 'b', term: 1, entries: [entry(1, 1)], commit: 1 })
     expect(b.log.committed).toBe(1)
-    net.send({ type: MessageType.Append, from: 'a', to: 'b', term: 1, index: 1, logTerm: 1, entries: [entry(2, 1)], commit: 5 })
+    net.send({
+      type: MessageType.Append,
+      from: 'a',
+      to: 'b',
+      term: 1,
+      index: 1,
+      logTerm: 1,
+      entries: [entry(2, 1)],
+      commit: 5,
+    })
     expect(b.log.committed).toBe(2) // the leader's commit is 5, but b only knows up to 2
     expect(net.appliedData('b')).toEqual(['1@1', '2@1'])
   })
@@ -85,7 +95,10 @@ describe('log replication (§5.3)', () => {
       { index: 3, logTerm: 3, reject: true, answer: 3, hint: 2, hintTerm: 2 },
     ]
     for (const c of cases) {
-      const net = new CoreNetwork(['a', 'b'], { logs: { b: [1, 2] }, hardStates: { b: { term: 2, commit: 1 } } })
+      const net = new CoreNetwork(['a', 'b'], {
+        logs: { b: [1, 2] },
+        hardStates: { b: { term: 2, commit: 1 } },
+      })
       net.send({ type: MessageType.Append, from: 'a', to: 'b', term: 2, index: c.index, logTerm: c.logTerm })
       const [answer] = net.take((m) => m.from === 'b')
       const label = `append after ${c.index}@${c.logTerm}`
@@ -159,7 +172,10 @@ describe('log matching and conflict repair', () => {
       // 100 entries of term 2 that the leader (50 entries of term 3) never had
       { leader: [1, 1, 1, ...range(50, 3)], follower: [1, 1, 1, ...range(100, 2)] },
       // the divergent suffix spans several terms
-      { leader: [1, 1, 1, ...range(60, 5)], follower: [1, 1, 1, ...range(20, 2), ...range(20, 3), ...range(20, 4)] },
+      {
+        leader: [1, 1, 1, ...range(60, 5)],
+        follower: [1, 1, 1, ...range(20, 2), ...range(20, 3), ...range(20, 4)],
+      },
       // the follower is far behind, with nothing divergent
       { leader: [1, 1, 1, ...range(80, 3)], follower: [1, 1, 1] },
     ]
@@ -170,7 +186,9 @@ describe('log matching and conflict repair', () => {
       })
       net.elect('a')
       net.heartbeat('a')
-      const rejections = net.history.filter((m) => m.from === 'b' && m.type === MessageType.AppendResponse && m.reject)
+      const rejections = net.history.filter(
+        (m) => m.from === 'b' && m.type === MessageType.AppendResponse && m.reject,
+      )
       const label = `follower of ${follower.length} entries`
       expect(rejections.length, label).toBeLessThanOrEqual(2)
       expect(net.logOf('b'), label).toEqual(net.logOf('a'))
@@ -187,13 +205,22 @@ describe('log matching and conflict repair', () => {
     expect(responses.map((m) => m.index)).toEqual([3, 4, 5, 6, 7])
     for (const m of responses.reverse()) net.deliver(m)
     // A stale rejection (of an append long since superseded) arrives last.
-    net.send({ type: MessageType.AppendResponse, from: 'b', to: 'a', term: 1, index: 4, reject: true, rejectHint: 3 })
+    net.send({
+      type: MessageType.AppendResponse,
+      from: 'b',
+      to: 'a',
+      term: 1,
+      index: 4,
+      reject: true,
+      rejectHint: 3,
+    })
     const progress = net.node('a').status().progress.get('b')!
     expect(progress).toMatchObject({ match: 7, next: 8, state: 'replicate' })
 
     net.stabilize()
     net.propose('a', 'y')
     net.heartbeat('a')
-    for (const id of ['a', 'b', 'c']) expect(net.appliedData(id), id).toEqual(['x1', 'x2', 'x3', 'x4', 'x5', 'y'])
+    for (const id of ['a', 'b', 'c'])
+      expect(net.appliedData(id), id).toEqual(['x1', 'x2', 'x3', 'x4', 'x5', 'y'])
   })
 })

@@ -55,7 +55,10 @@ describe('snapshots', () => {
     while (net.queue.length > 0) {
       const m = net.deliverOne()
       if (m?.type === MessageType.Snapshot) inFlight++
-      if (m?.type === MessageType.SnapshotResponse || (m?.type === MessageType.AppendResponse && m.from === 'c'))
+      if (
+        m?.type === MessageType.SnapshotResponse ||
+        (m?.type === MessageType.AppendResponse && m.from === 'c')
+      )
         inFlight = Math.max(0, inFlight - 1)
       const queued = net.queue.filter((q) => q.type === MessageType.Snapshot).length
       peak = Math.max(peak, inFlight + queued)
@@ -69,7 +72,11 @@ describe('snapshots', () => {
     net.tick('a')
     let dropped = 0
     while (net.queue.length > 0) {
-      dropped += net.take((m) => m.type === MessageType.Snapshot && m.snapshot!.offset + m.snapshot!.data.length === m.snapshot!.totalBytes).length
+      dropped += net.take(
+        (m) =>
+          m.type === MessageType.Snapshot &&
+          m.snapshot!.offset + m.snapshot!.data.length === m.snapshot!.totalBytes,
+      ).length
       net.deliverOne()
     }
     expect(dropped).toBe(1)
@@ -90,7 +97,12 @@ describe('snapshots', () => {
     const before = net.node('c').status()
     const c = net.restart('c')
     expect(net.record('c').state).toEqual(values)
-    expect(c.status()).toMatchObject({ term: before.term, commit: 22, firstIndex: 23, lastIndex: before.lastIndex })
+    expect(c.status()).toMatchObject({
+      term: before.term,
+      commit: 22,
+      firstIndex: 23,
+      lastIndex: before.lastIndex,
+    })
     net.propose('a', 'after')
     net.heartbeat('a')
     expect(net.record('c').state).toEqual([...values, 'after'])
@@ -123,7 +135,13 @@ describe('snapshots', () => {
     expect(net.take((m) => m.from === 'b')).toMatchObject([{ type: MessageType.AppendResponse, index: 2 }])
 
     // A snapshot at or below the commit index is answered with the commit index at once.
-    net.send({ type: MessageType.Snapshot, from: 'a', to: 'b', term: 1, snapshot: { ...chunk, meta: { ...chunk.meta, index: 1 } } })
+    net.send({
+      type: MessageType.Snapshot,
+      from: 'a',
+      to: 'b',
+      term: 1,
+      snapshot: { ...chunk, meta: { ...chunk.meta, index: 1 } },
+    })
     expect(net.take((m) => m.from === 'b')).toMatchObject([{ type: MessageType.AppendResponse, index: 2 }])
     expect(b.log.firstIndex()).toBe(1)
   })

@@ -41,9 +41,17 @@ export class EventQueue {
   /** Runs fn at virtual time atMs (never earlier than now). */
   at(atMs: number, kind: EventKind, fn: () => void): SimEvent {
     if (this.heap.length >= EVENTS_PENDING_MAX) {
-      throw new Error(`The simulator queued ${EVENTS_PENDING_MAX} events (EVENTS_PENDING_MAX): a producer runs away.`)
+      throw new Error(
+        `The simulator queued ${EVENTS_PENDING_MAX} events (EVENTS_PENDING_MAX): a producer runs away.`,
+      )
     }
-    const event: SimEvent = { timeMs: Math.max(atMs, this.nowMs), seq: this.seq++, kind, fn, cancelled: false }
+    const event: SimEvent = {
+      timeMs: Math.max(atMs, this.nowMs),
+      seq: this.seq++,
+      kind,
+      fn,
+      cancelled: false,
+    }
     this.push(event)
     return event
   }

@@ -48,6 +48,8 @@ export interface FaultPlan {
   }
   clog: { probability: number; durationMeanMs: number }
   crash: { probability: number; downMeanMs: number; stabilityMs: number }
+  /** Process pauses (SIGSTOP/SIGCONT): the node keeps its memory but runs nothing for a while. */
+  pause: { probability: number; durationMeanMs: number }
   /** Chance per fault interval of a membership change (remove/add learner/promote/demote). */
   confChangeProbability: number
   /** Chance per fault interval of a leader transfer. */
@@ -124,7 +126,10 @@ export function drawFaultPlan(seed: number, options: PlanOptions = {}): FaultPla
     corruptProbability: r.chance(0.5) ? 0 : r.range(0, 0.01),
     pathCapacityMax: r.chance(0.3) ? r.between(8, 64) : 4096,
   }
-  const storage: StorageLatency = { writeMinMs: r.range(0, 2), writeMeanMs: r.range(0.1, 5) }
+  // Some seeds get a slow disk: syncs that take a good part of an election timeout.
+  const storage: StorageLatency = r.chance(0.2)
+    ? { writeMinMs: r.range(2, 10), writeMeanMs: r.range(10, 60) }
+    : { writeMinMs: r.range(0, 2), writeMeanMs: r.range(0.1, 5) }
   return {
     seed,
     nodeCount,
@@ -149,6 +154,7 @@ export function drawFaultPlan(seed: number, options: PlanOptions = {}): FaultPla
       downMeanMs: r.range(100, 3000),
       stabilityMs: r.range(0, 2000),
     },
+    pause: { probability: r.chance(0.5) ? 0 : r.range(0, 0.005), durationMeanMs: r.range(100, 2000) },
     confChangeProbability: r.chance(0.3) ? 0 : r.range(0.005, 0.05),
     transferProbability: r.chance(0.3) ? 0 : r.range(0.005, 0.03),
     workload: {
@@ -174,7 +180,7 @@ export function describePlan(plan: FaultPlan): string {
     `election=${plan.raft.electionTimeoutTicks}t hb=${plan.raft.heartbeatIntervalTicks}t preVote=${plan.raft.preVote} checkQuorum=${plan.raft.checkQuorum}`,
     `snapEvery=${plan.driver.snapshotEntries} keep=${plan.driver.compactionKeepEntries} chunk=${plan.raft.snapshotChunkBytesMax}B`,
     `delay=${n.delayMinMs.toFixed(1)}+${n.delayMeanMs.toFixed(1)}ms loss=${pct(n.lossProbability)} dup=${pct(n.duplicateProbability)} corrupt=${pct(n.corruptProbability)}`,
-    `partition=${plan.partition.mode}${plan.partition.asymmetric ? '/asym' : ''}@${pct(plan.partition.probability)} crash=${pct(plan.crash.probability)} conf=${pct(plan.confChangeProbability)} transfer=${pct(plan.transferProbability)}`,
+    `partition=${plan.partition.mode}${plan.partition.asymmetric ? '/asym' : ''}@${pct(plan.partition.probability)} crash=${pct(plan.crash.probability)} pause=${pct(plan.pause.probability)} disk=${plan.storage.writeMinMs.toFixed(1)}+${plan.storage.writeMeanMs.toFixed(1)}ms conf=${pct(plan.confChangeProbability)} transfer=${pct(plan.transferProbability)}`,
     `safety=${plan.safetyMs}ms`,
   ].join(' ')
 }

@@ -37,21 +37,39 @@ async function main(): Promise<void> {
   const single = values.seed !== undefined
   const seedStart = single ? integer('seed', values.seed, 0) : integer('seed-start', values['seed-start'], 1)
   const seeds = single ? 1 : integer('seeds', values.seeds, 100)
-  const safetyMs = values['safety-ms'] === undefined ? undefined : integer('safety-ms', values['safety-ms'], 0)
-  const livenessMs = values['liveness-ms'] === undefined ? undefined : integer('liveness-ms', values['liveness-ms'], 0)
+  const safetyMs =
+    values['safety-ms'] === undefined ? undefined : integer('safety-ms', values['safety-ms'], 0)
+  const livenessMs =
+    values['liveness-ms'] === undefined ? undefined : integer('liveness-ms', values['liveness-ms'], 0)
   const verbose = values.verbose === true
   const log = verbose ? (line: string) => process.stdout.write(`${line}\n`) : undefined
 
-  const totals: Omit<SimStats, 'events' | 'virtualMs' | 'badFrames' | 'lostWrites' | 'indeterminate' | 'snapshotsTaken'> =
-    { ops: 0, leaderChanges: 0, crashes: 0, partitions: 0, snapshotsInstalled: 0, confChanges: 0, transfers: 0 }
+  const totals: Omit<
+    SimStats,
+    'events' | 'virtualMs' | 'badFrames' | 'lostWrites' | 'indeterminate' | 'snapshotsTaken'
+  > = {
+    ops: 0,
+    leaderChanges: 0,
+    crashes: 0,
+    pauses: 0,
+    partitions: 0,
+    snapshotsInstalled: 0,
+    confChanges: 0,
+    transfers: 0,
+  }
   let violations = 0
   let undecided = 0
+  let knownIssues = 0
   let ran = 0
   const started = performance.now()
   for (let seed = seedStart; seed < seedStart + seeds; seed++) {
     const result = await runSimulation(seed, { safetyMs, livenessMs, log })
     ran++
     for (const key of Object.keys(totals) as (keyof typeof totals)[]) totals[key] += result.stats[key]
+    if (result.knownIssue !== null) {
+      knownIssues++
+      process.stdout.write(`seed ${seed}: ${result.knownIssue}\n`)
+    }
     if (result.undecided !== null) {
       undecided++
       process.stdout.write(`seed ${seed}: ${result.undecided}\n`)
@@ -72,10 +90,12 @@ async function main(): Promise<void> {
     seeds: ran,
     violations,
     undecided,
+    known_issues: knownIssues,
     seed_start: seedStart,
     ops: totals.ops,
     leader_changes: totals.leaderChanges,
     crashes: totals.crashes,
+    pauses: totals.pauses,
     partitions: totals.partitions,
     snapshots_installed: totals.snapshotsInstalled,
     conf_changes: totals.confChanges,

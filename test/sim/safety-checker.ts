@@ -40,8 +40,6 @@ export class SafetyChecker {
   private readonly checkedSnapshot = new Map<string, number>()
   /** Values of put and cas commands that committed (a failed cas is included: harmless). */
   readonly committedValues = new Set<string>()
-  /** Highest committed index seen anywhere. */
-  highestCommitted = 0
 
   fail(reason: string): void {
     if (this.violation === null) this.violation = reason
@@ -50,7 +48,8 @@ export class SafetyChecker {
   observeLeader(nodeId: string, term: number, where: string): void {
     const known = this.leaders.get(term)
     if (known === undefined) this.leaders.set(term, nodeId)
-    else if (known !== nodeId) this.fail(`safety: two leaders in term ${term}: ${known} and ${nodeId} (seen at ${where})`)
+    else if (known !== nodeId)
+      this.fail(`safety: two leaders in term ${term}: ${known} and ${nodeId} (seen at ${where})`)
   }
 
   /** A write of `storage` became durable: check every newly committed entry it holds. */
@@ -107,7 +106,6 @@ export class SafetyChecker {
     const known = this.committed.get(index)
     if (known === undefined) {
       this.committed.set(index, { term, hash, nodeId })
-      if (index > this.highestCommitted) this.highestCommitted = index
       if (data !== undefined) this.noteValue(type ?? 0, data)
       return
     }

@@ -49,6 +49,8 @@ export interface ClientWorkload {
   followerReadFraction: number
   casFraction: number
   sessionFraction: number
+  /** A deliberate bug, to test the checkers: reads skip ReadIndex and take any node's local state. */
+  staleReads?: boolean
 }
 
 /** Attempts of one operation (retargets after NotLeader, session retries after an unknown outcome). */
@@ -124,7 +126,12 @@ export class SimClient {
   private async cas(key: string): Promise<void> {
     const value = this.newValue()
     const roll = this.random.float()
-    const expected = roll < 0.75 ? (this.seen.get(key) ?? null) : roll < 0.85 ? null : `c${this.random.int(6)}-${this.random.between(1, 20)}`
+    const expected =
+      roll < 0.75
+        ? (this.seen.get(key) ?? null)
+        : roll < 0.85
+          ? null
+          : `c${this.random.int(6)}-${this.random.between(1, 20)}`
     const withSession = this.random.chance(this.workload.sessionFraction)
     const command: KvCommand = { op: 'cas', key, expected, value }
     if (withSession) command.session = { clientId: this.name, seq: ++this.seq }
@@ -175,7 +182,11 @@ export class SimClient {
     untilMs: number | undefined,
   ): Promise<KvResult | null> {
     let uncertain = false
-    for (let attempt = 0; attempt < ATTEMPTS_MAX || (untilMs !== undefined && this.host.nowMs() < untilMs); attempt++) {
+    for (
+      let attempt = 0;
+      attempt < ATTEMPTS_MAX || (untilMs !== undefined && this.host.nowMs() < untilMs);
+      attempt++
+    ) {
       if (attempt > 0) await this.host.sleep(this.random.range(5, 50))
       const node = this.liveTarget(false)
       if (node === null) continue
@@ -191,7 +202,14 @@ export class SimClient {
           break
         }
         const output: RegisterOutput = input.op === 'cas' ? { ok: result.ok } : { ok: true }
-        this.host.record({ clientId: this.id, key: command.key, input, output, callMs, returnMs: this.host.nowMs() })
+        this.host.record({
+          clientId: this.id,
+          key: command.key,
+          input,
+          output,
+          callMs,
+          returnMs: this.host.nowMs(),
+        })
         if (result.ok) this.host.acked((command as { value: string }).value)
         return result
       }
@@ -220,11 +238,13 @@ export class SimClient {
 
   /** A linearizable read: ReadIndex on a node, then its local state. Returns whether it completed. */
   async indexRead(key: string, anyNode: boolean): Promise<boolean> {
-    const node = this.liveTarget(anyNode)
+    const stale = this.workload.staleReads === true
+    const node = this.liveTarget(anyNode || stale)
     if (node === null) return false
     const callMs = this.host.nowMs()
     const { raft, kv } = node
-    const outcome = await this.host.settle(raft.readIndex(), this.workload.opTimeoutMs)
+    const barrier = stale ? Promise.resolve() : raft.readIndex()
+    const outcome = await this.host.settle(barrier, this.workload.opTimeoutMs)
     if (outcome.kind !== 'ok') {
       this.lastError = outcome.kind === 'timeout' ? 'read timed out' : outcome.error.message
       if (outcome.kind === 'error') this.retarget(outcome.error)
@@ -249,7 +269,10 @@ export class SimClient {
     const node = this.liveTarget(false)
     if (node === null) return
     const callMs = this.host.nowMs()
-    const outcome = await this.host.settle(node.raft.propose(encodeKvCommand({ op: 'get', key })), this.workload.opTimeoutMs)
+    const outcome = await this.host.settle(
+      node.raft.propose(encodeKvCommand({ op: 'get', key })),
+      this.workload.opTimeoutMs,
+    )
     if (outcome.kind !== 'ok') {
       if (outcome.kind === 'error') this.retarget(outcome.error)
       else this.target = null
@@ -280,6 +303,7 @@ export class SimClient {
 
   private retarget(error: Error): void {
     const leader = (error as { leader?: string }).leader
-    this.target = leader !== undefined && leader !== '' && this.host.nodeIds().includes(leader) ? leader : null
+    this.target =
+      leader !== undefined && leader !== '' && this.host.nodeIds().includes(leader) ? leader : null
   }
 }

@@ -3,9 +3,11 @@
 // offset), so nodes tick at slightly different speeds, as real hosts do.
 // Each incarnation of a node gets its own SimClock; a crash disposes it, which
 // cancels every timer the dead RaftNode registered, so nothing of it runs again.
+// A paused node (a stopped process, SIGSTOP) runs no timer until it resumes;
+// then each one fires once, as a late setInterval would.
 
 import type { Clock } from '../../consensus/clock.ts'
-import { type EventQueue, EventKind, type SimEvent } from './event-queue.ts'
+import { EventKind, type EventQueue, type SimEvent } from './event-queue.ts'
 
 export interface ClockSkew {
   /** Local milliseconds per virtual millisecond (e.g. 0.97 runs 3 % slow). */
@@ -29,6 +31,8 @@ export class SimClock implements Clock {
   private readonly skew: ClockSkew
   private readonly timers = new Set<Timer>()
   private disposed = false
+  /** Virtual time until which the node is paused (0: running). */
+  pausedUntilMs = 0
 
   constructor(queue: EventQueue, skew: ClockSkew) {
     this.queue = queue
@@ -66,8 +70,16 @@ export class SimClock implements Clock {
 
   private arm(timer: Timer): void {
     // Local interval -> virtual interval: a fast clock (rate > 1) fires sooner.
-    timer.event = this.queue.after(timer.intervalMs / this.skew.rate, EventKind.Timer, () => {
+    this.armAt(timer, this.queue.nowMs + timer.intervalMs / this.skew.rate)
+  }
+
+  private armAt(timer: Timer, atMs: number): void {
+    timer.event = this.queue.at(atMs, EventKind.Timer, () => {
       if (timer.stopped || this.disposed) return
+      if (this.queue.nowMs < this.pausedUntilMs) {
+        this.armAt(timer, this.pausedUntilMs)
+        return
+      }
       timer.fn()
       if (!timer.stopped && !this.disposed) this.arm(timer)
     })

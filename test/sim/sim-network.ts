@@ -42,6 +42,8 @@ const DECODE_CHECK_BYTES_MAX = 64 * 1024 * 1024
 interface Endpoint {
   incarnation: number
   handler: ((from: string, frame: Uint8Array) => void) | null
+  /** A paused process reads no frame before this virtual time; they wait in its socket. */
+  pausedUntilMs: number
 }
 
 export class SimNetwork {
@@ -74,7 +76,7 @@ export class SimNetwork {
 
   /** Registers a node id so frames to it are accepted (even while it is down). */
   addNode(id: string): void {
-    if (!this.endpoints.has(id)) this.endpoints.set(id, { incarnation: 0, handler: null })
+    if (!this.endpoints.has(id)) this.endpoints.set(id, { incarnation: 0, handler: null, pausedUntilMs: 0 })
   }
 
   /** A transport for a new incarnation of `id`; the previous one goes dead. */
@@ -97,6 +99,11 @@ export class SimNetwork {
     if (endpoint === undefined) return
     endpoint.incarnation++
     endpoint.handler = null
+  }
+
+  pause(id: string, untilMs: number): void {
+    const endpoint = this.endpoints.get(id)
+    if (endpoint !== undefined) endpoint.pausedUntilMs = untilMs
   }
 
   cut(from: string, to: string): void {
@@ -159,7 +166,8 @@ export class SimNetwork {
         continue
       }
       this.inFlight.set(path, inFlight + 1)
-      let atMs = this.queue.nowMs + this.options.delayMinMs + this.random.exponential(this.options.delayMeanMs)
+      let atMs =
+        this.queue.nowMs + this.options.delayMinMs + this.random.exponential(this.options.delayMeanMs)
       const clearsMs = this.faultsEnabled ? this.clogs.get(path) : undefined
       if (clearsMs !== undefined) {
         if (clearsMs <= this.queue.nowMs) this.clogs.delete(path)
@@ -172,8 +180,13 @@ export class SimNetwork {
   }
 
   private deliver(from: string, to: string, path: string, frame: Uint8Array): void {
-    this.inFlight.set(path, (this.inFlight.get(path) ?? 1) - 1)
     const endpoint = this.endpoints.get(to)
+    if (endpoint !== undefined && this.queue.nowMs < endpoint.pausedUntilMs) {
+      // Held in the socket until the process runs again (in arrival order).
+      this.queue.at(endpoint.pausedUntilMs, EventKind.Deliver, () => this.deliver(from, to, path, frame))
+      return
+    }
+    this.inFlight.set(path, (this.inFlight.get(path) ?? 1) - 1)
     // A partition that started while the frame was in flight drops it too.
     if (endpoint?.handler == null || this.cuts.has(path)) {
       this.stats.dropped++

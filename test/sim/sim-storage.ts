@@ -9,8 +9,21 @@
 // The disk outlives the node: each incarnation opens a handle; a crash closes
 // the handle, so a dead incarnation can never write again.
 
-import { emptyBounds, type LogBounds, planCompact, planWrite, type WritePlan } from '../../consensus/log-bounds.ts'
-import type { Entry, HardState, LogStorage, PersistedState, Snapshot, StorageUpdate } from '../../consensus/types.ts'
+import {
+  emptyBounds,
+  type LogBounds,
+  planCompact,
+  planWrite,
+  type WritePlan,
+} from '../../consensus/log-bounds.ts'
+import type {
+  Entry,
+  HardState,
+  LogStorage,
+  PersistedState,
+  Snapshot,
+  StorageUpdate,
+} from '../../consensus/types.ts'
 import { EventKind, type EventQueue, type SimEvent } from './event-queue.ts'
 import type { SimRandom } from './sim-random.ts'
 
@@ -28,6 +41,9 @@ export interface DurableView {
   readonly bounds: LogBounds
   entry(index: number): Entry | undefined
 }
+
+/** How far back a sabotaged disk (forgetSyncedWrites) forgets. */
+const FORGET_WINDOW_MS = 1_000
 
 /** Writes one node may have in flight; the driver keeps at most a couple. */
 export const STORAGE_WRITES_PENDING_MAX = 64
@@ -55,8 +71,16 @@ export class SimStorage implements DurableView {
   private pending: PendingWrite[] = []
   private lastCompletionMs = 0
   private epoch = 0
-  private readonly forgetLastSyncedWrite: boolean
-  private beforeLastWrite: { bounds: LogBounds; snapshot: Snapshot | null; entries: Entry[] } | null = null
+  /** Virtual time until which the node's process is paused (0: running). */
+  pausedUntilMs = 0
+  private readonly forgetSyncedWrites: boolean
+  /** For forgetSyncedWrites: the durable state as it was at the start of the current window. */
+  private checkpoint: {
+    atMs: number
+    bounds: LogBounds
+    snapshot: Snapshot | null
+    entries: Entry[]
+  } | null = null
   /** Counters for the run summary. */
   writes = 0
   lostWrites = 0
@@ -65,11 +89,14 @@ export class SimStorage implements DurableView {
     nodeId: string,
     queue: EventQueue,
     random: SimRandom,
-      options: {
+    options: {
       latency: StorageLatency
       onDurable: (storage: SimStorage) => void
-      /** A broken disk, to test the checkers: a crash also loses the last write that was reported synced. */
-      forgetLastSyncedWrite?: boolean
+      /**
+       * A broken disk, to test the checkers: a crash also loses the writes it
+       * reported synced in the last FORGET_WINDOW_MS (a cache that lies about fsync).
+       */
+      forgetSyncedWrites?: boolean
     },
   ) {
     this.nodeId = nodeId
@@ -77,7 +104,7 @@ export class SimStorage implements DurableView {
     this.random = random
     this.latency = options.latency
     this.onDurable = options.onDurable
-    this.forgetLastSyncedWrite = options.forgetLastSyncedWrite ?? false
+    this.forgetSyncedWrites = options.forgetSyncedWrites ?? false
   }
 
   get hardState(): HardState {
@@ -112,11 +139,11 @@ export class SimStorage implements DurableView {
     for (const write of this.pending) write.event.cancelled = true
     this.lostWrites += this.pending.length
     this.pending = []
-    if (this.forgetLastSyncedWrite && this.beforeLastWrite !== null) {
-      this.bounds = this.beforeLastWrite.bounds
-      this.snapshot = this.beforeLastWrite.snapshot
-      this.entries = this.beforeLastWrite.entries
-      this.beforeLastWrite = null
+    if (this.forgetSyncedWrites && this.checkpoint !== null) {
+      this.bounds = this.checkpoint.bounds
+      this.snapshot = this.checkpoint.snapshot
+      this.entries = this.checkpoint.entries
+      this.checkpoint = null
     }
     this.projected = this.bounds
   }
@@ -134,7 +161,9 @@ export class SimStorage implements DurableView {
   private write(plan: WritePlan, update: StorageUpdate): Promise<void> {
     if (this.pending.length >= STORAGE_WRITES_PENDING_MAX) {
       return Promise.reject(
-        new Error(`${this.nodeId} has ${STORAGE_WRITES_PENDING_MAX} writes in flight (STORAGE_WRITES_PENDING_MAX).`),
+        new Error(
+          `${this.nodeId} has ${STORAGE_WRITES_PENDING_MAX} writes in flight (STORAGE_WRITES_PENDING_MAX).`,
+        ),
       )
     }
     this.projected = plan.next
@@ -155,8 +184,16 @@ export class SimStorage implements DurableView {
         event: this.queue.at(doneMs, EventKind.StorageDone, () => {
           this.pending.shift()
           this.apply(write)
-          resolve()
           this.onDurable(this)
+          // The disk finished; a paused process only learns it when it resumes.
+          if (this.queue.nowMs < this.pausedUntilMs) {
+            const epoch = this.epoch
+            this.queue.at(this.pausedUntilMs, EventKind.StorageDone, () => {
+              if (epoch === this.epoch) resolve()
+            })
+          } else {
+            resolve()
+          }
         }),
       }
       this.pending.push(write)
@@ -165,8 +202,16 @@ export class SimStorage implements DurableView {
 
   private apply(write: PendingWrite): void {
     const { plan, snapshot, entries } = write
-    if (this.forgetLastSyncedWrite) {
-      this.beforeLastWrite = { bounds: this.bounds, snapshot: this.snapshot, entries: [...this.entries] }
+    if (
+      this.forgetSyncedWrites &&
+      (this.checkpoint === null || this.queue.nowMs - this.checkpoint.atMs > FORGET_WINDOW_MS)
+    ) {
+      this.checkpoint = {
+        atMs: this.queue.nowMs,
+        bounds: this.bounds,
+        snapshot: this.snapshot,
+        entries: [...this.entries],
+      }
     }
     // Same result as the memory storage's filters, without copying the whole log per write.
     const dropped = plan.next.snapshotIndex - this.bounds.snapshotIndex
@@ -179,7 +224,10 @@ export class SimStorage implements DurableView {
     if (snapshot !== null) this.snapshot = snapshot
     this.bounds = plan.next
     const expected = plan.next.lastIndex - plan.next.snapshotIndex
-    if (this.entries.length !== expected || (this.entries[0]?.index ?? plan.next.snapshotIndex + 1) !== plan.next.snapshotIndex + 1) {
+    if (
+      this.entries.length !== expected ||
+      (this.entries[0]?.index ?? plan.next.snapshotIndex + 1) !== plan.next.snapshotIndex + 1
+    ) {
       throw new Error(
         `${this.nodeId}: simulated disk holds ${this.entries.length} entries, expected ${plan.next.snapshotIndex + 1}..${plan.next.lastIndex}`,
       )

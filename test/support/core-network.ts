@@ -10,8 +10,8 @@
 // configuration instead of replaying conf changes onto an empty one. Tests
 // that build logs by hand (`logs`) start from a snapshot at index 0 instead.
 
-import { decodeConfChange, encodeConfChange } from '../../consensus/codec.ts'
 import { seededRng } from '../../consensus/clock.ts'
+import { decodeConfChange, encodeConfChange } from '../../consensus/codec.ts'
 import { type RaftConfig, resolveRaftConfig } from '../../consensus/config.ts'
 import { emptyConfState } from '../../consensus/membership.ts'
 import { RaftCore } from '../../consensus/raft-core.ts'
@@ -54,7 +54,9 @@ export function text(value: string): Uint8Array {
 /** Delivered messages kept for traces and counts; the oldest are dropped beyond this. */
 const HISTORY_MESSAGES_MAX = 100_000
 
-const messageTypeNames = new Map<number, string>(Object.entries(MessageType).map(([name, value]) => [value, name]))
+const messageTypeNames = new Map<number, string>(
+  Object.entries(MessageType).map(([name, value]) => [value, name]),
+)
 
 /** One line per message, for traces: "a->b Append term=2 index=3 logTerm=1 entries=[4@2] commit=3". */
 export function describeMessage(m: Message): string {
@@ -421,7 +423,9 @@ export class CoreNetwork {
 }
 
 /** A complete message with neutral defaults for the fields not given. */
-export function message(partial: Partial<Message> & { type: MessageType; from: string; to: string }): Message {
+export function message(
+  partial: Partial<Message> & { type: MessageType; from: string; to: string },
+): Message {
   return {
     term: 0,
     logTerm: 0,

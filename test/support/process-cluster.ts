@@ -7,7 +7,16 @@
 // lingers when a test fails or the run is interrupted.
 
 import { execFile } from 'node:child_process'
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { dirname, join, resolve } from 'node:path'
@@ -507,6 +516,35 @@ export class ProcessCluster {
     }
   }
 
+  /** Size of node i's log now, to read only what it writes afterwards (see logSince). */
+  logBytes(index: number): number {
+    try {
+      return statSync(join(this.node(index).dataDir, 'docklet.log')).size
+    } catch {
+      return 0
+    }
+  }
+
+  /** node i's structured log lines written after byte `offset`, parsed (other lines skipped). */
+  logSince(index: number, offset: number): Array<Record<string, unknown>> {
+    let text: string
+    try {
+      text = readFileSync(join(this.node(index).dataDir, 'docklet.log'))
+        .subarray(offset)
+        .toString('utf8')
+    } catch {
+      return []
+    }
+    return text.split('\n').flatMap((line) => {
+      try {
+        const parsed: unknown = JSON.parse(line)
+        return parsed !== null && typeof parsed === 'object' ? [parsed as Record<string, unknown>] : []
+      } catch {
+        return []
+      }
+    })
+  }
+
   logTails(indexes: number[] = this.nodes.map((n) => n.index)): string {
     return indexes.map((i) => this.logTail(i)).join('\n')
   }
@@ -524,7 +562,9 @@ export class ProcessCluster {
     for (const dir of existsSync(this.root) ? readdirSync(this.root) : [])
       this.notePidFile(join(this.root, dir))
     // Only processes that still run on one of our data dirs: a recorded pid may have been reused since.
-    const nodes = [...this.pids].filter(([pid, dataDir]) => commandLineOf(pid).includes(dataDir)).map(([pid]) => pid)
+    const nodes = [...this.pids]
+      .filter(([pid, dataDir]) => commandLineOf(pid).includes(dataDir))
+      .map(([pid]) => pid)
     const pids = [...nodes, ...cliChildren]
     for (const pid of pids) {
       // SIGKILL also ends a SIGSTOPped process.
@@ -545,13 +585,17 @@ export class ProcessCluster {
     if (this.cleaned) return
     this.killAll()
     this.cleaned = true
+    process.off('exit', this.onExit)
+    process.off('SIGINT', this.onSignal)
+    process.off('SIGTERM', this.onSignal)
+    if (process.env.DOCKLET_TEST_KEEP === '1') {
+      process.stderr.write(`process-cluster: kept ${this.root} (DOCKLET_TEST_KEEP=1)\n`)
+      return
+    }
     try {
       rmSync(this.root, { recursive: true, force: true, maxRetries: 5, retryDelay: 50 })
     } catch {
       process.stderr.write(`process-cluster: could not remove ${this.root}; delete it by hand\n`)
     }
-    process.off('exit', this.onExit)
-    process.off('SIGINT', this.onSignal)
-    process.off('SIGTERM', this.onSignal)
   }
 }

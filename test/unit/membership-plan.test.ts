@@ -150,6 +150,14 @@ describe('planMembership', () => {
     expect(confChanges(leaving)[0]?.changes).toEqual([{ op: ConfChangeOp.Remove, node: 'b' }])
   })
 
+  it('forgets a leaving member once it is out of the group, and not before', () => {
+    const members = [member('a', 1), member('b', 2), member('c', 3), member('d', 4, { leaving: true })]
+    const out = planMembership(input({ members, confState: conf(['a', 'b', 'c']) }))
+    expect(out).toContainEqual({ type: 'forget', id: 'd' })
+    const stillIn = planMembership(input({ members, confState: conf(['a', 'b', 'c'], ['d']) }))
+    expect(stillIn.some((a) => a.type === 'forget')).toBe(false)
+  })
+
   it('demotes the newest voter of an even voter set when nobody can be promoted', () => {
     const actions = planMembership(
       input({ members: [member('a', 1), member('b', 2)], confState: conf(['a', 'b']) }),
@@ -173,5 +181,14 @@ describe('planMembership', () => {
     const members = [member('a', 1), member('b', 2), member('c', 3), member('d', 4)]
     const actions = planMembership(input({ members, confState: conf(['a', 'b', 'd'], [], ['a', 'b', 'c']) }))
     expect(confChanges(actions)).toEqual([])
+  })
+})
+
+describe('planMembership liveness', () => {
+  it('gives no liveness verdict on a member the leader does not track yet', () => {
+    const members = [member('a', 1), member('b', 2)]
+    const observed = new Map([['a', { lastContactMs: 0, match: 100 }]])
+    const actions = planMembership(input({ members, confState: conf(['a']), observed }))
+    expect(actions.some((a) => a.type === 'liveness')).toBe(false)
   })
 })

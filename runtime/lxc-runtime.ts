@@ -1,0 +1,475 @@
+// The real driver: LXC system containers driven through lxc-* commands.
+//
+// Everything of a container lives under <lxcpath>/<name>/, and every lxc-*
+// call gets `-P <lxcpath>`, so several simulated hosts on one machine keep
+// apart (only cgroup names are machine-wide: container names must be unique
+// across them, which the allocation state guarantees).
+//
+//   config        LXC config, rendered by lxc-config.ts
+//   docklet.json  what was asked for; written last, so its presence marks a
+//                 complete container (a dir without it is a crashed create)
+//   disk.img      sparse ext4 file of diskMb, loop-mounted at layer/: the
+//                 size-limited writable layer (a write beyond it is ENOSPC
+//                 inside the container; survives stop/start and reboots,
+//                 unlike a tmpfs, and costs no RAM)
+//   layer/upper, layer/work   the overlay's upper and work dirs
+//   rootfs/       overlay mount: lower = image (read-only), upper = layer/upper
+//   lxc.log       LXC's own log; its tail explains a failed start
+//
+// We mount the overlay ourselves rather than with LXC's `overlay:` rootfs so
+// that its options are ours: redirect_dir, metacopy and index off keep the
+// upper layer a plain tree plus whiteouts, which is what an image save reads.
+// Containers are started with `lxc-start -d`: the LXC monitor is reparented to
+// init, so they keep running when the node process dies, and a new LxcRuntime
+// over the same lxcpath finds them (list/state).
+
+import { existsSync, readFileSync } from 'node:fs'
+import { mkdir, readdir, readFile, rename, rm, stat, statfs, truncate, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import type { CommandRunner } from './command-runner.ts'
+import {
+  assertContainerName,
+  type ContainerInfo,
+  type ContainerMetrics,
+  type ContainerRuntime,
+  type ContainerSpec,
+  type ContainerState,
+  type ExecOptions,
+  type ExecResult,
+  renderHostsFile,
+  sshKeyFileName,
+  validateContainerSpec,
+} from './container-runtime.ts'
+import {
+  BridgeNotFoundError,
+  ContainerExistsError,
+  ContainerNotFoundError,
+  ContainerNotRunningError,
+  ContainerStartError,
+  ImageNotFoundError,
+  InvalidSpecError,
+} from './errors.ts'
+import { type LxcHostFeatures, renderLxcConfig } from './lxc-config.ts'
+import { isMounted, MOUNT_TIMEOUT_MS, mountsUnder, unmountAll } from './mounts.ts'
+import { Revert } from './revert.ts'
+import { ensureDirInRoot, writeFileInRoot } from './root-files.ts'
+
+export const LXC_COMMAND_TIMEOUT_MS = 30_000
+export const MKFS_TIMEOUT_MS = 120_000
+/** The LXC log is cut back to nothing before a start once it grows past this. */
+export const LXC_LOG_BYTES_MAX = 1024 * 1024
+/** Lines of the LXC log quoted in a start error. */
+export const LOG_TAIL_LINES = 8
+/** A clean environment for exec: nothing of the node's leaks in. */
+export const EXEC_ENV: Readonly<Record<string, string>> = {
+  PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
+  HOME: '/root',
+  LANG: 'C.UTF-8',
+}
+const ALL_EXIT_CODES = Array.from({ length: 256 }, (_, code) => code)
+
+/** What docklet.json holds. */
+interface ContainerRecord {
+  name: string
+  hostname: string
+  imagePath: string
+  limits: ContainerSpec['limits']
+  bridge: string | null
+}
+
+export interface LxcRuntimeInit {
+  /** Directory holding every container of this host (created if missing). */
+  lxcpath: string
+  runner: CommandRunner
+  /** Override what is detected from /sys (tests, unusual hosts). */
+  hostFeatures?: Partial<LxcHostFeatures>
+}
+
+export function detectHostFeatures(): LxcHostFeatures {
+  const apparmorEnabled = (() => {
+    try {
+      return readFileSync('/sys/module/apparmor/parameters/enabled', 'utf8').trim() === 'Y'
+    } catch {
+      return false
+    }
+  })()
+  return {
+    cgroupVersion: existsSync('/sys/fs/cgroup/cgroup.controllers') ? 2 : 1,
+    memswAvailable: existsSync('/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes'),
+    apparmorAvailable: apparmorEnabled && existsSync('/sys/kernel/security/apparmor'),
+  }
+}
+
+export class LxcRuntime implements ContainerRuntime {
+  readonly lxcpath: string
+  readonly #runner: CommandRunner
+  readonly #features: LxcHostFeatures
+  /** One operation at a time per container: the agent may retry while a start is still running. */
+  readonly #locks = new Map<string, Promise<unknown>>()
+
+  constructor(init: LxcRuntimeInit) {
+    if (!init.lxcpath.startsWith('/') || /[,:\n]/.test(init.lxcpath)) {
+      throw new InvalidSpecError(`lxcpath "${init.lxcpath}" must be an absolute path without ',' or ':'.`)
+    }
+    this.lxcpath = init.lxcpath.replace(/\/+$/, '')
+    this.#runner = init.runner
+    this.#features = { ...detectHostFeatures(), ...init.hostFeatures }
+  }
+
+  #dir(name: string): string {
+    return join(this.lxcpath, name)
+  }
+
+  #paths(name: string) {
+    const dir = this.#dir(name)
+    return {
+      dir,
+      config: join(dir, 'config'),
+      record: join(dir, 'docklet.json'),
+      disk: join(dir, 'disk.img'),
+      layer: join(dir, 'layer'),
+      upper: join(dir, 'layer', 'upper'),
+      work: join(dir, 'layer', 'work'),
+      rootfs: join(dir, 'rootfs'),
+      log: join(dir, 'lxc.log'),
+    }
+  }
+
+  async #serialize<T>(name: string, operation: () => Promise<T>): Promise<T> {
+    const previous = this.#locks.get(name) ?? Promise.resolve()
+    const next = previous.catch(() => {}).then(operation)
+    this.#locks.set(name, next)
+    try {
+      return await next
+    } finally {
+      if (this.#locks.get(name) === next) this.#locks.delete(name)
+    }
+  }
+
+  async #record(name: string): Promise<ContainerRecord | null> {
+    try {
+      return JSON.parse(await readFile(this.#paths(name).record, 'utf8')) as ContainerRecord
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null
+      throw error
+    }
+  }
+
+  async #requireRecord(name: string): Promise<ContainerRecord> {
+    assertContainerName(name)
+    const record = await this.#record(name)
+    if (record === null) throw new ContainerNotFoundError(name)
+    return record
+  }
+
+  async #lxcState(name: string): Promise<ContainerState> {
+    const result = await this.#runner.run('lxc-info', ['-P', this.lxcpath, '-n', name, '-s', '-H'], {
+      timeoutMs: LXC_COMMAND_TIMEOUT_MS,
+      okExitCodes: [0, 1],
+    })
+    if (result.exitCode !== 0) return 'stopped'
+    // STARTING, STOPPING, FROZEN…: processes exist, so it counts as running.
+    return result.stdout.trim() === 'STOPPED' ? 'stopped' : 'running'
+  }
+
+  async #mountLayers(name: string, imagePath: string): Promise<void> {
+    const p = this.#paths(name)
+    if (!(await isMounted(p.layer))) {
+      await this.#runner.run('mount', ['-t', 'ext4', '-o', 'loop', p.disk, p.layer], {
+        timeoutMs: MOUNT_TIMEOUT_MS,
+      })
+    }
+    if (!(await isMounted(p.rootfs))) {
+      const options = [
+        `lowerdir=${imagePath}`,
+        `upperdir=${p.upper}`,
+        `workdir=${p.work}`,
+        'redirect_dir=off',
+        'index=off',
+        'metacopy=off',
+        'xino=off',
+      ].join(',')
+      await this.#runner.run('mount', ['-t', 'overlay', '-o', options, `docklet-${name}`, p.rootfs], {
+        timeoutMs: MOUNT_TIMEOUT_MS,
+      })
+    }
+  }
+
+  async #unmountAndRemove(name: string): Promise<void> {
+    const p = this.#paths(name)
+    for (const point of await mountsUnder(p.dir)) await unmountAll(this.#runner, point)
+    // A crash between attaching the loop device and mounting it leaves the device attached.
+    if (existsSync(p.disk)) {
+      const attached = await this.#runner.run('losetup', ['-j', p.disk], { timeoutMs: MOUNT_TIMEOUT_MS })
+      for (const line of attached.stdout.split('\n')) {
+        const device = line.split(':')[0]
+        if (device?.startsWith('/dev/loop')) {
+          await this.#runner.run('losetup', ['-d', device], { timeoutMs: MOUNT_TIMEOUT_MS })
+        }
+      }
+    }
+    await rm(p.dir, { recursive: true, force: true })
+  }
+
+  async create(spec: ContainerSpec): Promise<void> {
+    validateContainerSpec(spec)
+    if (/,/.test(spec.imagePath))
+      throw new InvalidSpecError(`Image path "${spec.imagePath}" must not contain ','.`)
+    return this.#serialize(spec.name, async () => {
+      const p = this.#paths(spec.name)
+      if (existsSync(p.dir)) {
+        if ((await this.#record(spec.name)) !== null) throw new ContainerExistsError(spec.name)
+        await this.#unmountAndRemove(spec.name) // leftover of a create that crashed half-way
+      }
+      const image = await stat(spec.imagePath).catch(() => null)
+      if (image === null || !image.isDirectory()) throw new ImageNotFoundError(`at ${spec.imagePath}`)
+      const bridge = spec.network?.bridge
+      if (bridge !== undefined && !existsSync(`/sys/class/net/${bridge}/bridge`))
+        throw new BridgeNotFoundError(bridge)
+
+      const revert = new Revert()
+      try {
+        await mkdir(this.lxcpath, { recursive: true })
+        await mkdir(p.dir, { mode: 0o700 })
+        revert.add('remove the container directory', () => rm(p.dir, { recursive: true, force: true }))
+        await writeFile(p.disk, '')
+        await truncate(p.disk, spec.limits.diskMb * 1024 * 1024)
+        // -m 0: no blocks reserved for root, since root in the container is who writes.
+        await this.#runner.run('mkfs.ext4', ['-q', '-F', '-m', '0', '-L', 'docklet', p.disk], {
+          timeoutMs: MKFS_TIMEOUT_MS,
+        })
+        await mkdir(p.layer)
+        await mkdir(p.rootfs)
+        revert.add('unmount the layers', async () => {
+          await unmountAll(this.#runner, p.rootfs)
+          await unmountAll(this.#runner, p.layer)
+        })
+        await this.#runner.run('mount', ['-t', 'ext4', '-o', 'loop', p.disk, p.layer], {
+          timeoutMs: MOUNT_TIMEOUT_MS,
+        })
+        await mkdir(p.upper, { mode: 0o755 })
+        await mkdir(p.work, { mode: 0o700 })
+        await this.#mountLayers(spec.name, spec.imagePath)
+        await this.#writeGuestFiles(spec, p.rootfs)
+        await writeFile(
+          p.config,
+          renderLxcConfig(spec, { rootfsPath: p.rootfs, logPath: p.log }, this.#features),
+          { mode: 0o600 },
+        )
+        const record: ContainerRecord = {
+          name: spec.name,
+          hostname: spec.hostname,
+          imagePath: spec.imagePath,
+          limits: spec.limits,
+          bridge: bridge ?? null,
+        }
+        await writeFile(`${p.record}.tmp`, `${JSON.stringify(record, null, 2)}\n`, { mode: 0o600 })
+        await rename(`${p.record}.tmp`, p.record)
+        revert.success()
+      } catch (error) {
+        await revert.fail(`Creating container ${spec.name}`, error)
+      }
+    })
+  }
+
+  /** Files the container gets at create: written through the overlay, so they land in the upper layer. */
+  async #writeGuestFiles(spec: ContainerSpec, rootfs: string): Promise<void> {
+    await writeFileInRoot(rootfs, '/etc/hostname', `${spec.hostname}\n`, { mode: 0o644 })
+    await writeFileInRoot(rootfs, '/etc/hosts', renderHostsFile(spec.hosts), { mode: 0o644 })
+    if (spec.sshKeys !== undefined) {
+      await ensureDirInRoot(rootfs, '/root', { mode: 0o700 })
+      await ensureDirInRoot(rootfs, '/root/.ssh', { mode: 0o700 })
+      const base = sshKeyFileName(spec.sshKeys.publicKey)
+      const publicKey = spec.sshKeys.publicKey.endsWith('\n')
+        ? spec.sshKeys.publicKey
+        : `${spec.sshKeys.publicKey}\n`
+      const privateKey = spec.sshKeys.privateKey.endsWith('\n')
+        ? spec.sshKeys.privateKey
+        : `${spec.sshKeys.privateKey}\n`
+      await writeFileInRoot(rootfs, `/root/.ssh/${base}`, privateKey, { mode: 0o600 })
+      await writeFileInRoot(rootfs, `/root/.ssh/${base}.pub`, publicKey, { mode: 0o644 })
+      await writeFileInRoot(rootfs, '/root/.ssh/authorized_keys', publicKey, { mode: 0o600 })
+    }
+    for (const file of spec.files ?? []) {
+      await writeFileInRoot(rootfs, file.path, file.content, { mode: file.mode })
+    }
+  }
+
+  async start(name: string): Promise<void> {
+    const record = await this.#requireRecord(name)
+    return this.#serialize(name, async () => {
+      if ((await this.#lxcState(name)) === 'running') return
+      const p = this.#paths(name)
+      if (record.bridge !== null && !existsSync(`/sys/class/net/${record.bridge}/bridge`)) {
+        throw new BridgeNotFoundError(record.bridge)
+      }
+      // After a host reboot the mounts are gone; the layer itself is on disk.
+      await this.#mountLayers(name, record.imagePath)
+      const log = await stat(p.log).catch(() => null)
+      if (log !== null && log.size > LXC_LOG_BYTES_MAX) await truncate(p.log, 0)
+      try {
+        await this.#runner.run('lxc-start', ['-P', this.lxcpath, '-n', name, '-d'], {
+          timeoutMs: LXC_COMMAND_TIMEOUT_MS,
+          cwd: '/',
+        })
+        await this.#runner.run('lxc-wait', ['-P', this.lxcpath, '-n', name, '-s', 'RUNNING', '-t', '10'], {
+          timeoutMs: LXC_COMMAND_TIMEOUT_MS,
+        })
+      } catch (error) {
+        throw new ContainerStartError(name, await this.#logTail(name), { cause: error })
+      }
+    })
+  }
+
+  async #logTail(name: string): Promise<string> {
+    try {
+      const text = await readFile(this.#paths(name).log, 'utf8')
+      const lines = text
+        .trim()
+        .split('\n')
+        .filter((line) => /ERROR|WARN/.test(line))
+      const tail = lines.slice(-LOG_TAIL_LINES).join(' | ')
+      return tail === '' ? 'lxc-start failed without logging why' : tail
+    } catch {
+      return 'lxc-start failed and left no log'
+    }
+  }
+
+  async stop(name: string, options: { timeoutMs: number }): Promise<void> {
+    await this.#requireRecord(name)
+    return this.#serialize(name, async () => {
+      if ((await this.#lxcState(name)) === 'stopped') return
+      const seconds = Math.max(1, Math.ceil(options.timeoutMs / 1000))
+      // lxc-stop asks init to halt and kills the container after -t seconds.
+      // Exit 2: it had already stopped.
+      await this.#runner.run('lxc-stop', ['-P', this.lxcpath, '-n', name, '-t', String(seconds)], {
+        timeoutMs: seconds * 1000 + LXC_COMMAND_TIMEOUT_MS,
+        okExitCodes: [0, 2],
+      })
+    })
+  }
+
+  async destroy(name: string): Promise<void> {
+    assertContainerName(name)
+    return this.#serialize(name, async () => {
+      const p = this.#paths(name)
+      if (existsSync(p.config) && (await this.#lxcState(name)) === 'running') {
+        await this.#runner.run('lxc-stop', ['-P', this.lxcpath, '-n', name, '-k'], {
+          timeoutMs: LXC_COMMAND_TIMEOUT_MS,
+          okExitCodes: [0, 2],
+        })
+      }
+      // Not lxc-destroy: it would delete through our rootfs mount. Removing
+      // the directory is all that destroying a container means to LXC.
+      await this.#unmountAndRemove(name)
+    })
+  }
+
+  async exec(name: string, argv: readonly string[], options: ExecOptions): Promise<ExecResult> {
+    await this.#requireRecord(name)
+    if (argv.length === 0) throw new InvalidSpecError('exec needs a command: argv is empty.')
+    if ((await this.#lxcState(name)) !== 'running') throw new ContainerNotRunningError(name)
+    const env = Object.entries(EXEC_ENV).flatMap(([key, value]) => ['-v', `${key}=${value}`])
+    const result = await this.#runner.run(
+      'lxc-attach',
+      ['-P', this.lxcpath, '-n', name, '--clear-env', ...env, '--', ...argv],
+      {
+        timeoutMs: options.timeoutMs,
+        cwd: '/',
+        okExitCodes: ALL_EXIT_CODES,
+        ...(options.input === undefined ? {} : { input: options.input }),
+      },
+    )
+    return { exitCode: result.exitCode, stdout: result.stdout, stderr: result.stderr }
+  }
+
+  async state(name: string): Promise<ContainerState> {
+    assertContainerName(name)
+    if ((await this.#record(name)) === null) return 'absent'
+    return this.#lxcState(name)
+  }
+
+  async list(): Promise<ContainerInfo[]> {
+    let names: string[]
+    try {
+      names = (await readdir(this.lxcpath)).sort()
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return []
+      throw error
+    }
+    const running = await this.#runner.run('lxc-ls', ['-P', this.lxcpath, '--running', '-1'], {
+      timeoutMs: LXC_COMMAND_TIMEOUT_MS,
+    })
+    const runningNames = new Set(running.stdout.split('\n').map((line) => line.trim()))
+    const infos: ContainerInfo[] = []
+    for (const name of names) {
+      const record = await this.#record(name).catch(() => null)
+      if (record === null) continue
+      infos.push({
+        name,
+        hostname: record.hostname,
+        imagePath: record.imagePath,
+        state: runningNames.has(name) ? 'running' : 'stopped',
+      })
+    }
+    return infos
+  }
+
+  async #cgroupValue(name: string, key: string): Promise<string> {
+    const result = await this.#runner.run('lxc-cgroup', ['-P', this.lxcpath, '-n', name, key], {
+      timeoutMs: LXC_COMMAND_TIMEOUT_MS,
+    })
+    return result.stdout.trim()
+  }
+
+  async metrics(name: string): Promise<ContainerMetrics> {
+    const record = await this.#requireRecord(name)
+    const p = this.#paths(name)
+    let diskUsedBytes = 0
+    if (await isMounted(p.layer)) {
+      const fs = await statfs(p.layer)
+      diskUsedBytes = (fs.blocks - fs.bfree) * fs.bsize
+    }
+    const base = { diskUsedBytes, diskLimitBytes: record.limits.diskMb * 1024 * 1024 }
+    if ((await this.#lxcState(name)) !== 'running') {
+      return { cpuUsageMs: 0, memoryUsageBytes: 0, memoryLimitBytes: null, ...base }
+    }
+    if (this.#features.cgroupVersion === 1) {
+      const [cpu, memory, limit] = await Promise.all([
+        this.#cgroupValue(name, 'cpuacct.usage'),
+        this.#cgroupValue(name, 'memory.usage_in_bytes'),
+        this.#cgroupValue(name, 'memory.limit_in_bytes'),
+      ])
+      return {
+        cpuUsageMs: Number(cpu) / 1e6,
+        memoryUsageBytes: Number(memory),
+        memoryLimitBytes: Number(limit),
+        ...base,
+      }
+    }
+    const [cpuStat, memory, limit] = await Promise.all([
+      this.#cgroupValue(name, 'cpu.stat'),
+      this.#cgroupValue(name, 'memory.current'),
+      this.#cgroupValue(name, 'memory.max'),
+    ])
+    const usageUsec = /usage_usec (\d+)/.exec(cpuStat)?.[1] ?? '0'
+    return {
+      cpuUsageMs: Number(usageUsec) / 1000,
+      memoryUsageBytes: Number(memory),
+      memoryLimitBytes: limit === 'max' ? null : Number(limit),
+      ...base,
+    }
+  }
+
+  async upperDir(name: string): Promise<string> {
+    await this.#requireRecord(name)
+    const p = this.#paths(name)
+    // The upper dir lives on the loop-mounted layer; after a reboot it must be mounted to be read.
+    if (!(await isMounted(p.layer))) {
+      await this.#runner.run('mount', ['-t', 'ext4', '-o', 'loop', p.disk, p.layer], {
+        timeoutMs: MOUNT_TIMEOUT_MS,
+      })
+    }
+    return p.upper
+  }
+}
