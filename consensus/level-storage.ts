@@ -124,6 +124,9 @@ export class LevelLogStorage implements LogStorage {
     const db: Db = new ClassicLevel<Uint8Array, Uint8Array>(path, {
       keyEncoding: 'view',
       valueEncoding: 'view',
+      // The log is read back only at start; a block cache buys nothing
+      // (LevelDB's default is 8 MiB per store).
+      cacheSize: 1024 * 1024,
     })
     try {
       await db.open()

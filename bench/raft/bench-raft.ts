@@ -62,7 +62,8 @@ interface SystemResult {
 
 const clientsMax = 1_024
 const loadCeilingDurationMs = 2_000
-const benchDir = dirname(fileURLToPath(import.meta.url))
+// Results live in the source tree's bench/results, also when running compiled from dist/bench/raft.
+const benchDir = dirname(fileURLToPath(import.meta.url)).replace(/\/dist\/bench\//, '/bench/')
 
 function log(line: string): void {
   process.stderr.write(`[bench:raft ${new Date().toISOString().slice(11, 19)}] ${line}\n`)

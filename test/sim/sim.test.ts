@@ -25,6 +25,7 @@ const CASES = 4
 const totals = {
   seeds: 0,
   crashes: 0,
+  pauses: 0,
   partitions: 0,
   snapshotsInstalled: 0,
   confChanges: 0,
@@ -38,6 +39,7 @@ const totals = {
 function addTotals(stats: SimStats): void {
   totals.seeds++
   totals.crashes += stats.crashes
+  totals.pauses += stats.pauses
   totals.partitions += stats.partitions
   totals.snapshotsInstalled += stats.snapshotsInstalled
   totals.confChanges += stats.confChanges
@@ -69,9 +71,10 @@ describe('deterministic simulation of the Raft driver and core', () => {
     })
   }
 
-  it('exercised crashes, partitions, snapshot installs, membership changes and transfers across the seeds', () => {
+  it('exercised crashes, pauses, partitions, snapshot installs, membership changes and transfers across the seeds', () => {
     expect(totals.seeds).toBe(SEEDS_PER_CASE * CASES)
     expect(totals.crashes).toBeGreaterThan(50)
+    expect(totals.pauses).toBeGreaterThan(10)
     expect(totals.partitions).toBeGreaterThan(50)
     expect(totals.snapshotsInstalled).toBeGreaterThan(20)
     expect(totals.confChanges).toBeGreaterThan(20)
