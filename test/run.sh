@@ -4,8 +4,14 @@
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
-# Debian packages the test tiers use.
-packages=(iproute2 procps)
+# Debian packages the test tiers use: real LXC containers on overlayfs with
+# loop-mounted ext4 upper layers (runtime), WireGuard (wireguard-go where the
+# kernel has no module) and nftables between network-namespace hosts (mesh).
+packages=(
+  iproute2 procps util-linux mount tar e2fsprogs iputils-ping
+  lxc busybox-static
+  wireguard-go wireguard-tools nftables
+)
 path_line=$(bash src/setup/ensure-deps.sh "${packages[@]}" | tail -n 1)
 export "${path_line?}"
 exec npm test

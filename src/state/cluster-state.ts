@@ -5,7 +5,30 @@
 // a failure value (the same on every replica) rather than throwing.
 
 import type { StateMachine } from '../../consensus/index.ts'
+import {
+  type AccountCommand,
+  accountCommandTypes,
+  applyAccountCommand,
+  defaultGroups,
+  noSshKey,
+  type SshKeyPair,
+  type UserRole,
+  type UserStatus,
+  usageOf,
+} from './account-state.ts'
+import type { Usage } from './quota.ts'
 import { type CommandFailure, failure, StateError } from './state-error.ts'
+import {
+  type AllocationData,
+  type AllocationSettings,
+  applyVclusterCommand,
+  checkAllocationSettings,
+  defaultAllocationSettings,
+  placePending,
+  type Vcluster,
+  type VclusterCommand,
+  vclusterCommandTypes,
+} from './vcluster-state.ts'
 
 export interface MemberInfo {
   id: string
@@ -42,10 +65,14 @@ export interface JoinToken {
 
 export interface User {
   name: string
-  role: 'admin' | 'user'
+  role: UserRole
+  /** The group whose quota applies. */
+  group: string
   passwordHash: string
+  /** Shared by all the user's vnodes (empty until one is set). */
+  sshKey: SshKeyPair
   createdAt: number
-  status: 'normal' | 'disabled' | 'pending'
+  status: UserStatus
 }
 
 export interface ClusterSettings {
@@ -55,7 +82,7 @@ export interface ClusterSettings {
   offlineThresholdMs: number
 }
 
-export interface ClusterData {
+export interface ClusterData extends AllocationData {
   clusterId: string
   createdAt: number
   settings: ClusterSettings
@@ -70,8 +97,10 @@ export type Command =
       at: number
       clusterId: string
       member: MemberInfo
-      admin: { name: string; passwordHash: string }
+      admin: { name: string; passwordHash: string; sshKey?: SshKeyPair }
       settings: ClusterSettings
+      /** Address range, VNI range, placement policy, per-vnode maxima; defaults for what is left out. */
+      allocation?: Partial<AllocationSettings>
     }
   | { type: 'token.create'; at: number; id: string; secretHash: string; expiresAt: number; createdBy: string }
   | { type: 'token.revoke'; at: number; id: string }
@@ -82,6 +111,8 @@ export type Command =
   | { type: 'member.leaving'; at: number; id: string }
   | { type: 'member.remove'; at: number; id: string }
   | { type: 'noop'; at: number }
+  | AccountCommand
+  | VclusterCommand
 
 export type CommandResult = { ok: true; [key: string]: unknown } | CommandFailure
 
@@ -95,7 +126,33 @@ function emptyData(): ClusterData {
     members: {},
     tokens: {},
     users: {},
+    allocation: { ...defaultAllocationSettings, vnodeMax: { ...defaultAllocationSettings.vnodeMax } },
+    groups: {},
+    hosts: {},
+    images: {},
+    vclusters: {},
+    nextVclusterId: 1,
   }
+}
+
+/**
+ * Fills what a snapshot taken before users, groups and vclusters existed
+ * lacks, so an old snapshot restores into a working state.
+ */
+function upgradeData(data: ClusterData): ClusterData {
+  data.allocation = {
+    ...defaultAllocationSettings,
+    ...data.allocation,
+    vnodeMax: { ...defaultAllocationSettings.vnodeMax, ...data.allocation?.vnodeMax },
+  }
+  if (data.clusterId !== '') {
+    for (const [name, group] of Object.entries(defaultGroups(data.createdAt))) data.groups[name] ??= group
+  }
+  for (const user of Object.values(data.users)) {
+    user.group ??= user.role === 'admin' ? 'admin' : 'user'
+    user.sshKey ??= { ...noSshKey }
+  }
+  return data
 }
 
 /** JSON with object keys sorted, so equal states encode to equal bytes. */
@@ -137,6 +194,15 @@ export class ClusterState implements StateMachine<CommandResult> {
     )
   }
 
+  /** What `user` holds now (summed over their vclusters, vnodes and images). */
+  usage(user: string): Usage {
+    return usageOf(this.data, user)
+  }
+
+  vcluster(id: string): Vcluster | undefined {
+    return this.data.vclusters[id]
+  }
+
   apply(bytes: Uint8Array): CommandResult {
     let command: Command
     try {
@@ -154,12 +220,23 @@ export class ClusterState implements StateMachine<CommandResult> {
     if (command.type !== 'cluster.init' && d.clusterId === '' && command.type !== 'noop') {
       return failure('ERR_NOT_INITIALIZED', 'The cluster is not initialized yet.')
     }
+    if (accountCommandTypes.has(command.type)) return applyAccountCommand(d, command as AccountCommand)
+    if (vclusterCommandTypes.has(command.type)) return applyVclusterCommand(d, command as VclusterCommand)
     switch (command.type) {
       case 'noop':
         return ok()
       case 'cluster.init': {
         if (d.clusterId !== '')
           return failure('ERR_ALREADY_INITIALIZED', `The cluster ${d.clusterId} is already initialized.`)
+        const allocation: AllocationSettings = {
+          ...defaultAllocationSettings,
+          ...command.allocation,
+          vnodeMax: { ...defaultAllocationSettings.vnodeMax, ...command.allocation?.vnodeMax },
+        }
+        const badAllocation = checkAllocationSettings(allocation)
+        if (badAllocation !== null) return failure('ERR_BAD_SETTINGS', badAllocation)
+        d.allocation = allocation
+        d.groups = defaultGroups(command.at)
         d.clusterId = command.clusterId
         d.createdAt = command.at
         d.settings = { ...command.settings }
@@ -167,7 +244,9 @@ export class ClusterState implements StateMachine<CommandResult> {
         d.users[command.admin.name] = {
           name: command.admin.name,
           role: 'admin',
+          group: 'admin',
           passwordHash: command.admin.passwordHash,
+          sshKey: { ...(command.admin.sshKey ?? noSshKey) },
           createdAt: command.at,
           status: 'normal',
         }
@@ -215,12 +294,16 @@ export class ClusterState implements StateMachine<CommandResult> {
         return ok()
       }
       case 'member.liveness': {
+        let cameOnline = false
         for (const change of command.changes) {
           const member = d.members[change.id]
           if (member === undefined || member.online === change.online) continue
           member.online = change.online
           member.onlineChangedAt = command.at
+          if (change.online) cameOnline = true
         }
+        // A host back online may have room for vnodes waiting for one.
+        if (cameOnline) placePending(d)
         return ok()
       }
       case 'member.leaving': {
@@ -238,6 +321,7 @@ export class ClusterState implements StateMachine<CommandResult> {
           return failure('ERR_LAST_MEMBER', 'The last member of a cluster cannot be removed.')
         }
         delete d.members[command.id]
+        delete d.hosts[command.id]
         return ok()
       }
       default:
@@ -330,6 +414,6 @@ export class ClusterState implements StateMachine<CommandResult> {
     this.data =
       bytes.length === 0
         ? emptyData()
-        : { ...emptyData(), ...(JSON.parse(decoder.decode(bytes)) as ClusterData) }
+        : upgradeData({ ...emptyData(), ...(JSON.parse(decoder.decode(bytes)) as ClusterData) })
   }
 }

@@ -67,8 +67,9 @@ async function startMember(cluster: Cluster, id: string, bootstrap: string[] | u
     clock: realClock(),
     rng: seededRng(id.charCodeAt(0)),
     stateMachine: kv,
-    raft: { electionTimeoutTicks: 10, heartbeatIntervalTicks: 1 },
-    driver: { tickMs: 10, requestTimeoutMs: 3_000, snapshotEntries: 50, compactionKeepEntries: 5 },
+    // Generous timing: the suite shares two cores with other test files.
+    raft: { electionTimeoutTicks: 15, heartbeatIntervalTicks: 1 },
+    driver: { tickMs: 20, requestTimeoutMs: 10_000, snapshotEntries: 50, compactionKeepEntries: 5 },
     ...(bootstrap === undefined ? {} : { bootstrap: { voters: bootstrap } }),
   })
   node.start()
@@ -100,6 +101,22 @@ async function startCluster(voters: string[], extra: string[] = []): Promise<Clu
 
 async function leaderOf(cluster: Cluster): Promise<Member> {
   return waitFor('a leader', () => [...cluster.members.values()].find((m) => m.node.isLeader()))
+}
+
+/** Writes through whoever leads, retrying when leadership moves (a loaded machine may re-elect). */
+async function write(cluster: Cluster, data: Uint8Array): Promise<KvResult> {
+  const deadline = Date.now() + 20_000
+  for (;;) {
+    const leader = await leaderOf(cluster)
+    try {
+      return await leader.node.propose(data)
+    } catch (error) {
+      const code = (error as { code?: string }).code
+      const retryable = code === 'ERR_NOT_LEADER' || code === 'ERR_PROPOSAL_DROPPED'
+      if (!retryable || Date.now() > deadline) throw error
+      await new Promise((resolve) => setTimeout(resolve, 20))
+    }
+  }
 }
 
 afterEach(async () => {
@@ -149,7 +166,7 @@ describe('RaftNode', () => {
   it('elects a new leader after the leader stops and keeps every acknowledged write', async () => {
     const cluster = await startCluster(['a', 'b', 'c'])
     const first = await leaderOf(cluster)
-    for (let i = 0; i < 30; i++) await first.node.propose(put(`w${i}`, String(i)))
+    for (let i = 0; i < 30; i++) await write(cluster, put(`w${i}`, String(i)))
     await stopMember(cluster, first.id)
     const second = await leaderOf(cluster)
     expect(second.id).not.toBe(first.id)
@@ -161,11 +178,11 @@ describe('RaftNode', () => {
   it('restarts a node from its LevelDB directory with its state and lets it catch up', async () => {
     const cluster = await startCluster(['a', 'b', 'c'])
     const leader = await leaderOf(cluster)
-    for (let i = 0; i < 120; i++) await leader.node.propose(put(`p${i % 7}`, String(i)))
+    for (let i = 0; i < 120; i++) await write(cluster, put(`p${i % 7}`, String(i)))
     const follower = [...cluster.members.values()].find((m) => m !== leader)!
     await waitFor('follower to apply', () => follower.kv.get('p1') === '113')
     await stopMember(cluster, follower.id)
-    for (let i = 120; i < 200; i++) await leader.node.propose(put(`p${i % 7}`, String(i)))
+    for (let i = 120; i < 200; i++) await write(cluster, put(`p${i % 7}`, String(i)))
     const restarted = await startMember(cluster, follower.id, undefined)
     // Before catching up it already holds what it had persisted (snapshot + log, re-applied).
     await waitFor('restarted node to catch up', () => restarted.kv.get('p3') === '199')
@@ -177,10 +194,10 @@ describe('RaftNode', () => {
     const leader = await leaderOf(cluster)
     for (const m of cluster.members.values())
       m.transport.setPeers(cluster.ids.filter((p) => p !== m.id).map((p) => ({ id: p, addrs: [] })))
-    for (let i = 0; i < 80; i++) await leader.node.propose(put('n', String(i)))
+    for (let i = 0; i < 80; i++) await write(cluster, put('n', String(i)))
     const d = await startMember(cluster, 'd', undefined)
     const context = new Uint8Array(0)
-    let conf = await leader.node.proposeConfChange({
+    let conf = await (await leaderOf(cluster)).node.proposeConfChange({
       transition: ConfChangeTransition.Auto,
       changes: [{ op: ConfChangeOp.AddLearner, node: 'd' }],
       context,
@@ -188,13 +205,14 @@ describe('RaftNode', () => {
     expect(conf.learners).toEqual(['d'])
     await waitFor('learner to catch up', () => d.kv.get('n') === '79')
     expect(d.node.isLeader()).toBe(false)
-    conf = await leader.node.proposeConfChange({
+    conf = await (await leaderOf(cluster)).node.proposeConfChange({
       transition: ConfChangeTransition.Auto,
       changes: [{ op: ConfChangeOp.AddVoter, node: 'd' }],
       context,
     })
     expect(conf.voters).toEqual(['a', 'b', 'c', 'd'])
-    await leader.node.transferLeadership('d')
+    const current = await leaderOf(cluster)
+    if (current !== d) await current.node.transferLeadership('d')
     await waitFor('d to lead', () => d.node.isLeader())
     const result = await d.node.propose(put('n', 'from-d'))
     expect(result.ok).toBe(true)
