@@ -454,6 +454,12 @@ export class RaftCore {
         this.send({ type: MessageType.AppendResponse, to: m.from })
       } else if (m.type === MessageType.PreVote) {
         this.send({ type: MessageType.PreVoteResponse, to: m.from, reject: true })
+      } else if (m.type === MessageType.Vote) {
+        // Reject with our term (paper §5.1) so the candidate catches up. etcd
+        // stays silent here; without an answer a lagging voter campaigning at
+        // ever higher terms and a candidate that could win can drift apart
+        // for good when pre-vote is off (found by the simulator, seed 2258).
+        this.send({ type: MessageType.VoteResponse, to: m.from, reject: true })
       }
       return
     }

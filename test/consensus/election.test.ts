@@ -30,7 +30,7 @@ describe('term rules (§5.1)', () => {
     }
   })
 
-  it('a node ignores a message of a stale term: no log change, no answer', () => {
+  it('a node ignores an append or heartbeat of a stale term, and rejects a stale vote with its own term', () => {
     const net = new CoreNetwork(['a', 'b', 'c'], { hardStates: { a: { term: 2 } } })
     const a = net.node('a')
     const entry = { term: 1, index: 2, type: 0 as const, data: new Uint8Array(0) }
@@ -48,7 +48,9 @@ describe('term rules (§5.1)', () => {
     expect(a.log.lastIndex()).toBe(1)
     expect(a.term).toBe(2)
     expect(a.leader).toBe('')
-    expect(net.queue).toEqual([])
+    expect(net.queue.map((m) => ({ type: m.type, to: m.to, term: m.term, reject: m.reject }))).toEqual([
+      { type: MessageType.VoteResponse, to: 'c', term: 2, reject: true },
+    ])
   })
 
   it('every node starts as a follower, at the term it persisted', () => {

@@ -103,6 +103,20 @@ async function leaderOf(cluster: Cluster): Promise<Member> {
   return waitFor('a leader', () => [...cluster.members.values()].find((m) => m.node.isLeader()))
 }
 
+/** A linearizable read barrier on `member`, retried while no leader is known (an election in progress). */
+async function readThrough(member: Member): Promise<void> {
+  const deadline = Date.now() + 20_000
+  for (;;) {
+    try {
+      return await member.node.readIndex()
+    } catch (error) {
+      const code = (error as { code?: string }).code
+      if ((code !== 'ERR_NOT_LEADER' && code !== 'ERR_TIMEOUT') || Date.now() > deadline) throw error
+      await new Promise((resolve) => setTimeout(resolve, 20))
+    }
+  }
+}
+
 /** Writes through whoever leads, retrying when leadership moves (a loaded machine may re-elect). */
 async function write(cluster: Cluster, data: Uint8Array): Promise<KvResult> {
   const deadline = Date.now() + 20_000
@@ -157,8 +171,8 @@ describe('RaftNode', () => {
     const follower = [...cluster.members.values()].find((m) => m !== leader)!
     await waitFor('follower to know the leader', () => follower.node.leader() === leader.id)
     for (let i = 0; i < 10; i++) {
-      await leader.node.propose(put('r', String(i)))
-      await follower.node.readIndex()
+      await write(cluster, put('r', String(i)))
+      await readThrough(follower)
       expect(follower.kv.get('r')).toBe(String(i))
     }
   })
@@ -170,8 +184,8 @@ describe('RaftNode', () => {
     await stopMember(cluster, first.id)
     const second = await leaderOf(cluster)
     expect(second.id).not.toBe(first.id)
-    await second.node.propose(put('after', 'yes'))
-    await second.node.readIndex()
+    await write(cluster, put('after', 'yes'))
+    await readThrough(second)
     for (let i = 0; i < 30; i++) expect(second.kv.get(`w${i}`)).toBe(String(i))
   })
 

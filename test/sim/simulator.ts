@@ -73,11 +73,6 @@ export interface SimResult {
   violation: string | null
   /** Set when the linearizability check ran out of budget (not a violation, not a pass either). */
   undecided: string | null
-  /**
-   * Set instead of a violation for a known liveness limitation the project
-   * has not fixed (see KNOWN_ISSUE_STALE_VOTE); the safety checks still ran.
-   */
-  knownIssue: string | null
   /** Digest of the event trace and the history: equal for two runs of one seed. */
   digest: string
   stats: SimStats
@@ -95,7 +90,6 @@ const CHECK_TIMEOUT_MS = 20_000
  * answer such a Vote with the current term, which ends it; the core's tests
  * pin the etcd behaviour, so this is reported, not failed.
  */
-const KNOWN_ISSUE_STALE_VOTE = 'known issue (preVote off: a stale-term Vote gets no answer)'
 
 /** How often the liveness phase looks at the cluster. */
 const LIVENESS_POLL_MS = 20
@@ -181,7 +175,6 @@ export class Simulation implements ClientHost {
   private partitionStableUntilMs = 0
   private finished = false
   private livenessCause = ''
-  private knownIssue: string | null = null
   private readonly stats: SimStats = {
     ops: 0,
     indeterminate: 0,
@@ -396,7 +389,6 @@ export class Simulation implements ClientHost {
       ok: this.checker.violation === null,
       violation: this.checker.violation,
       undecided,
-      knownIssue: this.knownIssue,
       digest: this.queue.traceDigest,
       stats: this.stats,
       plan: describePlan(this.plan),
@@ -767,12 +759,7 @@ export class Simulation implements ClientHost {
       if (this.checker.violation !== null) return
       if (this.queue.nowMs > deadlineMs) {
         const why = `not done within ${this.plan.livenessMs} ms: ${this.livenessCause}; ${this.describeNodes()}`
-        if (this.livenessCause === 'no leader' && this.plan.raft.preVote === false) {
-          this.knownIssue = `${KNOWN_ISSUE_STALE_VOTE}: ${why}`
-          this.finished = true
-        } else {
-          this.checker.fail(`liveness: ${why}`)
-        }
+        this.checker.fail(`liveness: ${why}`)
         return
       }
       await this.sleep(LIVENESS_POLL_MS)
