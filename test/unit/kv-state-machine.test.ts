@@ -156,10 +156,12 @@ describe('KvStateMachine', () => {
     expect(a.snapshot()).toEqual(b.snapshot())
   })
 
-  it('rejects a snapshot of an unknown version with a clear message', () => {
+  it('rejects a snapshot in another layout with a clear message and keeps its state', () => {
     const kv = new KvStateMachine()
-    expect(() => kv.restore(new TextEncoder().encode('{"v":2,"entries":[],"sessions":[]}'))).toThrow(
-      /version 2/,
+    kv.apply(encodeKvCommand({ op: 'put', key: 'k', value: 'v' }), 1)
+    expect(() => kv.restore(new TextEncoder().encode('{"v":1,"entries":[],"sessions":[]}'))).toThrow(
+      /not in the KV2 layout/,
     )
+    expect(kv.get('k')).toBe('v')
   })
 })
