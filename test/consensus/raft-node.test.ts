@@ -205,7 +205,7 @@ describe('RaftNode', () => {
 
   it('adds a learner, promotes it to voter, and transfers leadership to it', async () => {
     const cluster = await startCluster(['a', 'b', 'c'], ['d'])
-    const leader = await leaderOf(cluster)
+    await leaderOf(cluster)
     for (const m of cluster.members.values())
       m.transport.setPeers(cluster.ids.filter((p) => p !== m.id).map((p) => ({ id: p, addrs: [] })))
     for (let i = 0; i < 80; i++) await write(cluster, put('n', String(i)))

@@ -104,7 +104,12 @@ export class KvStateMachine implements StateMachine<KvResult> {
     const sessions = JSON.stringify(
       [...this.sessions.entries()]
         .sort(byFirst)
-        .map(([clientId, record]) => [clientId, record.seq, record.lastIndex, normalizeResult(record.result)]),
+        .map(([clientId, record]) => [
+          clientId,
+          record.seq,
+          record.lastIndex,
+          normalizeResult(record.result),
+        ]),
     )
     const sessionBytes = Buffer.byteLength(sessions)
     const out = Buffer.allocUnsafe(size + 4 + sessionBytes)
@@ -142,7 +147,12 @@ export class KvStateMachine implements StateMachine<KvResult> {
       const key = read()
       data.set(key, read())
     }
-    const sessions = JSON.parse(read()) as [clientId: string, seq: number, lastIndex: number, result: KvResult][]
+    const sessions = JSON.parse(read()) as [
+      clientId: string,
+      seq: number,
+      lastIndex: number,
+      result: KvResult,
+    ][]
     this.data = data
     // Re-insert sessions oldest first so that eviction after a restore matches the replicas that never restored.
     const ordered = [...sessions].sort((a, b) => a[2] - b[2])
