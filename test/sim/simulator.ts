@@ -854,18 +854,16 @@ function describeConf(conf: ConfState): string {
 
 /** The first difference between two KV snapshots, as a short phrase. */
 function describeStateDifference(a: Uint8Array, b: Uint8Array): string {
-  const decoder = new TextDecoder()
-  const left = JSON.parse(decoder.decode(a)) as { entries: [string, string][]; sessions: unknown[][] }
-  const right = JSON.parse(decoder.decode(b)) as { entries: [string, string][]; sessions: unknown[][] }
-  const l = new Map(left.entries)
-  const r = new Map(right.entries)
+  const left = new KvStateMachine()
+  const right = new KvStateMachine()
+  left.restore(a)
+  right.restore(b)
+  const l = new Map(left.entries())
+  const r = new Map(right.entries())
   for (const key of new Set([...l.keys(), ...r.keys()])) {
     if (l.get(key) !== r.get(key)) return `key ${key}: ${l.get(key) ?? 'absent'} vs ${r.get(key) ?? 'absent'}`
   }
-  const ls = JSON.stringify(left.sessions)
-  const rs = JSON.stringify(right.sessions)
-  if (ls !== rs) return `sessions ${ls} vs ${rs}`
-  return 'encodings differ'
+  return 'sessions differ'
 }
 
 function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {

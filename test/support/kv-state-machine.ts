@@ -64,6 +64,11 @@ export class KvStateMachine implements StateMachine<KvResult> {
     return this.data.get(key) ?? null
   }
 
+  /** Every key and value, sorted by key (for tests that compare replicas). */
+  entries(): [string, string][] {
+    return [...this.data.entries()].sort(byFirst)
+  }
+
   get size(): number {
     return this.data.size
   }
