@@ -7,14 +7,9 @@
 import { execFile } from 'node:child_process'
 import { join } from 'node:path'
 import { freePorts, pollUntil } from '../raft/bench-cluster.ts'
-import { gatewayPrefix } from '../raft/etcd-cluster.ts'
+import { type EtcdTiming, etcdMemberArgs, gatewayPrefix } from '../raft/etcd-cluster.ts'
 import { httpJson } from '../raft/http-json.ts'
 import type { ManagedProcess, ProcessRegistry } from '../raft/process-registry.ts'
-
-export interface EtcdTiming {
-  heartbeatIntervalMs: number
-  electionTimeoutMs: number
-}
 
 interface Member {
   name: string
@@ -214,25 +209,12 @@ export class EtcdGroup {
   }
 
   private spawn(member: Member, initialCluster: string, state: 'new' | 'existing'): void {
-    const client = this.url(member)
-    const peer = this.peerUrl(member)
-    const args = [
-      `--name=${member.name}`,
-      `--data-dir=${member.dataDir}`,
-      `--listen-client-urls=${client}`,
-      `--advertise-client-urls=${client}`,
-      `--listen-peer-urls=${peer}`,
-      `--initial-advertise-peer-urls=${peer}`,
-      `--initial-cluster=${initialCluster}`,
-      '--initial-cluster-token=bench-cluster',
-      `--initial-cluster-state=${state}`,
-      `--heartbeat-interval=${this.timing.heartbeatIntervalMs}`,
-      `--election-timeout=${this.timing.electionTimeoutMs}`,
-      '--pre-vote=true',
-      '--logger=zap',
-      '--log-outputs=stderr',
-      '--log-level=warn',
-    ]
+    const args = etcdMemberArgs(member, {
+      initialCluster,
+      token: 'bench-cluster',
+      state,
+      timing: this.timing,
+    })
     // A clean environment: ETCD_* variables from the caller's shell would override the flags above.
     member.process = this.registry.spawn(member.name, 'etcd', args, { env: { PATH: process.env.PATH ?? '' } })
   }

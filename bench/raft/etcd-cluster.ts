@@ -9,6 +9,32 @@ import { freePorts, pollUntil } from './bench-cluster.ts'
 import { httpJson } from './http-json.ts'
 import type { ManagedProcess, ProcessRegistry } from './process-registry.ts'
 
+/** The command line of one etcd member on 127.0.0.1 (used by bench:raft and bench:cluster). */
+export function etcdMemberArgs(
+  member: { name: string; dataDir: string; clientPort: number; peerPort: number },
+  options: { initialCluster: string; token: string; state: 'new' | 'existing'; timing: EtcdTiming },
+): string[] {
+  const client = `http://127.0.0.1:${member.clientPort}`
+  const peer = `http://127.0.0.1:${member.peerPort}`
+  return [
+    `--name=${member.name}`,
+    `--data-dir=${member.dataDir}`,
+    `--listen-client-urls=${client}`,
+    `--advertise-client-urls=${client}`,
+    `--listen-peer-urls=${peer}`,
+    `--initial-advertise-peer-urls=${peer}`,
+    `--initial-cluster=${options.initialCluster}`,
+    `--initial-cluster-token=${options.token}`,
+    `--initial-cluster-state=${options.state}`,
+    `--heartbeat-interval=${options.timing.heartbeatIntervalMs}`,
+    `--election-timeout=${options.timing.electionTimeoutMs}`,
+    '--pre-vote=true',
+    '--logger=zap',
+    '--log-outputs=stderr',
+    '--log-level=warn',
+  ]
+}
+
 export interface EtcdTiming {
   heartbeatIntervalMs: number
   electionTimeoutMs: number
@@ -171,25 +197,12 @@ export class EtcdCluster implements BenchCluster {
     const initialCluster = [...this.byName.values()]
       .map((m) => `${m.name}=http://127.0.0.1:${m.peerPort}`)
       .join(',')
-    const client = `http://127.0.0.1:${member.clientPort}`
-    const peer = `http://127.0.0.1:${member.peerPort}`
-    const args = [
-      `--name=${member.name}`,
-      `--data-dir=${member.dataDir}`,
-      `--listen-client-urls=${client}`,
-      `--advertise-client-urls=${client}`,
-      `--listen-peer-urls=${peer}`,
-      `--initial-advertise-peer-urls=${peer}`,
-      `--initial-cluster=${initialCluster}`,
-      '--initial-cluster-token=bench-raft',
-      '--initial-cluster-state=new',
-      `--heartbeat-interval=${this.timing.heartbeatIntervalMs}`,
-      `--election-timeout=${this.timing.electionTimeoutMs}`,
-      '--pre-vote=true',
-      '--logger=zap',
-      '--log-outputs=stderr',
-      '--log-level=warn',
-    ]
+    const args = etcdMemberArgs(member, {
+      initialCluster,
+      token: 'bench-raft',
+      state: 'new',
+      timing: this.timing,
+    })
     // A clean environment: ETCD_* variables from the caller's shell would override the flags above.
     member.process = this.registry.spawn(member.name, 'etcd', args, { env: { PATH: process.env.PATH ?? '' } })
   }
