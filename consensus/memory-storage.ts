@@ -5,6 +5,7 @@
 
 import { assert } from './errors.ts'
 import { emptyBounds, type LogBounds, planCompact, planWrite, type WritePlan } from './log-bounds.ts'
+import { cloneConfState } from './membership.ts'
 import type { Entry, LogStorage, PersistedState, Snapshot, StorageUpdate } from './types.ts'
 
 // Copies use new Uint8Array(bytes): a Buffer's slice() shares memory.
@@ -59,24 +60,13 @@ export class MemoryLogStorage implements LogStorage {
   }
 }
 
-function copyEntry(entry: Entry): Entry {
+/** A deep copy: stored data must not change when a caller changes its objects. */
+export function copyEntry(entry: Entry): Entry {
   return { term: entry.term, index: entry.index, type: entry.type, data: new Uint8Array(entry.data) }
 }
 
-function copySnapshot(snapshot: Snapshot): Snapshot {
+/** A deep copy of a snapshot (meta, configuration and data). */
+export function copySnapshot(snapshot: Snapshot): Snapshot {
   const { index, term, confState } = snapshot.meta
-  return {
-    meta: {
-      index,
-      term,
-      confState: {
-        voters: [...confState.voters],
-        votersOutgoing: [...confState.votersOutgoing],
-        learners: [...confState.learners],
-        learnersNext: [...confState.learnersNext],
-        autoLeave: confState.autoLeave,
-      },
-    },
-    data: new Uint8Array(snapshot.data),
-  }
+  return { meta: { index, term, confState: cloneConfState(confState) }, data: new Uint8Array(snapshot.data) }
 }

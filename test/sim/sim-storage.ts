@@ -16,6 +16,7 @@ import {
   planWrite,
   type WritePlan,
 } from '../../consensus/log-bounds.ts'
+import { copyEntry, copySnapshot } from '../../consensus/memory-storage.ts'
 import type {
   Entry,
   HardState,
@@ -232,27 +233,5 @@ export class SimStorage implements DurableView {
         `${this.nodeId}: simulated disk holds ${this.entries.length} entries, expected ${plan.next.snapshotIndex + 1}..${plan.next.lastIndex}`,
       )
     }
-  }
-}
-
-function copyEntry(entry: Entry): Entry {
-  return { term: entry.term, index: entry.index, type: entry.type, data: new Uint8Array(entry.data) }
-}
-
-function copySnapshot(snapshot: Snapshot): Snapshot {
-  const { index, term, confState } = snapshot.meta
-  return {
-    meta: {
-      index,
-      term,
-      confState: {
-        voters: [...confState.voters],
-        votersOutgoing: [...confState.votersOutgoing],
-        learners: [...confState.learners],
-        learnersNext: [...confState.learnersNext],
-        autoLeave: confState.autoLeave,
-      },
-    },
-    data: new Uint8Array(snapshot.data),
   }
 }
