@@ -38,6 +38,26 @@ export {
   type TransportEventType,
 } from './frame-transport-types.ts'
 export {
+  IMAGE_BYTES_MAX_DEFAULT,
+  IMAGE_FETCH_TRANSFERS_MAX_DEFAULT,
+  IMAGE_IDLE_TIMEOUT_MS_DEFAULT,
+  IMAGE_PROTOCOL,
+  IMAGE_REQUEST_READ_TIMEOUT_MS_DEFAULT,
+  IMAGE_SERVE_TRANSFERS_MAX_DEFAULT,
+  type ImageFetch,
+  type ImageFetchOptions,
+  type ImageFetchProgress,
+  type ImageOpen,
+  type ImageOpenContext,
+  type ImageSource,
+  type ImageTransferComponents,
+  ImageTransferError,
+  type ImageTransferEvent,
+  type ImageTransferEventType,
+  ImageTransferService,
+  type ImageTransferServiceOptions,
+} from './image-transfer.ts'
+export {
   type FdbEntry,
   type IpAddress,
   type LinkState,

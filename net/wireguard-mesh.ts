@@ -30,6 +30,8 @@ export interface MeshPeer {
   allowedIps: string[]
   /** Keepalive for hosts behind NAT; 0 or absent turns it off. */
   persistentKeepaliveS?: number
+  /** Who the peer is, for the caller's bookkeeping (e.g. a member id); WireGuard never sees it. */
+  label?: string
 }
 
 export interface MeshDesired {

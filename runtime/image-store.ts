@@ -12,7 +12,7 @@
 
 import { randomBytes } from 'node:crypto'
 import { createReadStream, createWriteStream, existsSync } from 'node:fs'
-import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises'
+import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { type Readable, Transform } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
@@ -229,6 +229,11 @@ export class ImageStore {
    * the file is removed once the stream closes.
    */
   async exportTar(hash: string): Promise<Readable> {
+    return (await this.openTar(hash)).stream
+  }
+
+  /** exportTar with the tar's size, for a transfer that announces it (net/image-transfer.ts). */
+  async openTar(hash: string): Promise<{ stream: Readable; sizeBytes: number }> {
     await this.#require(hash)
     const staging = await this.createStaging('export')
     const file = join(staging, 'image.tar')
@@ -251,11 +256,18 @@ export class ImageStore {
       await rm(staging, { recursive: true, force: true })
       throw error
     }
+    let sizeBytes: number
+    try {
+      sizeBytes = (await stat(file)).size
+    } catch (error) {
+      await rm(staging, { recursive: true, force: true })
+      throw error
+    }
     const stream = createReadStream(file)
     stream.once('close', () => {
       void rm(staging, { recursive: true, force: true })
     })
-    return stream
+    return { stream, sizeBytes }
   }
 
   /**
@@ -266,7 +278,7 @@ export class ImageStore {
     assertHash(expectedHash)
     const existing = await this.get(expectedHash)
     if (existing !== null) {
-      stream.resume()
+      stream.destroy() // no need for the bytes; a network transfer stops at once
       return existing
     }
     const staging = await this.createStaging('import')

@@ -10,7 +10,11 @@ export {
   DEBIAN_PACKAGES,
   ImageBuilder,
   type ImageBuilderInit,
+  imageAptSources,
+  JUPYTER_CONFIG_PATH,
+  type JupyterConfig,
   parseAptSources,
+  renderJupyterConfig,
 } from './image-builder.ts'
 export { type ImageManifest, ImageStore, type ImageStoreInit } from './image-store.ts'
 export { type LxcHostFeatures, renderLxcConfig } from './lxc-config.ts'

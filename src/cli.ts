@@ -13,6 +13,7 @@ import { closeSync, existsSync, openSync, readFileSync, readSync, realpathSync, 
 import { resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
+import { RESOURCE_COMMANDS, ResourceUsageError } from './cli-resources.ts'
 import type { NodeConfig } from './config.ts'
 import { DEFAULT_DATA_DIR } from './config.ts'
 import { ControlError, callControl } from './control/control-client.ts'
@@ -83,6 +84,12 @@ export type CliCommand =
   | (Common & { kind: 'leave' })
   | (Common & { kind: 'member-remove'; id: string; force: boolean })
   | (Common & { kind: 'recover' })
+  | (Common & {
+      kind: 'resource'
+      name: string
+      args: string[]
+      values: Record<string, string | boolean | undefined>
+    })
 
 interface OptionSpec {
   type: 'string' | 'boolean'
@@ -102,6 +109,8 @@ interface CommandSpec {
   details: string
   /** Required positional arguments, in order. */
   args: string[]
+  /** Further positionals are allowed (the command of `vnode exec`). */
+  restArgs?: boolean
   options: Record<string, OptionSpec>
 }
 
@@ -257,12 +266,35 @@ const COMMANDS: CommandSpec[] = [
   },
 ]
 
-/** Groups of subcommands: `docklet token` alone asks for one of these. */
-const GROUPS: Record<string, string[]> = {
-  token: ['create', 'list', 'revoke'],
-  admin: ['member remove', 'recover'],
-  'admin member': ['remove'],
-}
+COMMANDS.push(
+  ...RESOURCE_COMMANDS.map(
+    (spec): CommandSpec => ({
+      name: spec.name,
+      kind: 'resource',
+      usage: spec.usage,
+      summary: spec.summary,
+      details: spec.details,
+      args: spec.args,
+      ...(spec.restArgs === true ? { restArgs: true } : {}),
+      options: spec.options,
+    }),
+  ),
+)
+
+/** Groups of subcommands (`docklet token`, `docklet admin user`…): alone, they ask for one of theirs. */
+const GROUPS: Record<string, string[]> = (() => {
+  const groups: Record<string, string[]> = {}
+  for (const spec of COMMANDS) {
+    const words = spec.name.split(' ')
+    for (let n = 1; n < words.length; n++) {
+      const group = words.slice(0, n).join(' ')
+      const sub = words.slice(n).join(' ')
+      groups[group] ??= []
+      groups[group].push(sub)
+    }
+  }
+  return groups
+})()
 
 const TOP_USAGE = 'docklet <command> [options]   (docklet --help lists the commands)'
 
@@ -327,18 +359,24 @@ function resolveCommand(
   words: string[],
   wantsHelp: boolean,
 ): { spec: CommandSpec; used: number } | { group: string } {
-  const [first, second, third] = words
-  const topLevel = [...COMMANDS.map((spec) => spec.name.split(' ')[0]!), 'help']
-  const candidates = [...new Set(topLevel)]
+  const first = words[0]
   if (first === undefined) throw new UsageError('No command given.', TOP_USAGE)
-  let groupName: string | null = null
-  if (first === 'token' || first === 'admin') {
-    groupName = first
-    if (first === 'admin' && second === 'member') groupName = 'admin member'
+  // The longest command name the leading words spell.
+  for (let n = Math.min(words.length, 4); n >= 1; n--) {
+    const name = words.slice(0, n).join(' ')
+    const spec = COMMANDS.find((candidate) => candidate.name === name)
+    if (spec !== undefined) return { spec, used: n }
   }
-  if (groupName === null) {
-    const spec = COMMANDS.find((candidate) => candidate.name === first)
-    if (spec !== undefined) return { spec, used: 1 }
+  // Else the longest group they spell.
+  let groupWords = 0
+  for (let n = Math.min(words.length, 3); n >= 1; n--) {
+    if (GROUPS[words.slice(0, n).join(' ')] !== undefined) {
+      groupWords = n
+      break
+    }
+  }
+  if (groupWords === 0) {
+    const candidates = [...new Set([...COMMANDS.map((spec) => spec.name.split(' ')[0]!), 'help'])]
     const near = suggestion(first, candidates)
     throw new UsageError(
       `Unknown command "${first}".`,
@@ -346,29 +384,25 @@ function resolveCommand(
         'Run `docklet --help` to see the commands.',
     )
   }
-  const groupWords = groupName.split(' ').length
-  const sub = groupName === 'admin member' ? third : second
+  const groupName = words.slice(0, groupWords).join(' ')
   const subs = GROUPS[groupName]!
+  const sub = words[groupWords]
   if (sub === undefined) {
     if (wantsHelp) return { group: groupName }
+    const direct = [...new Set(subs.map((s) => s.split(' ')[0]!))]
     throw new UsageError(
-      `\`docklet ${groupName}\` needs a subcommand: ${subs.join(', ')}.`,
-      subs.map((s) => COMMANDS.find((spec) => spec.name === `${groupName} ${s}`)!.usage).join('\n'),
+      `\`docklet ${groupName}\` needs a subcommand: ${direct.join(', ')}.`,
+      COMMANDS.filter((spec) => spec.name.startsWith(`${groupName} `))
+        .map((spec) => spec.usage)
+        .join('\n'),
     )
   }
-  const spec = COMMANDS.find((candidate) => candidate.name === `${groupName} ${sub}`)
-  if (spec === undefined) {
-    const near = suggestion(
-      sub,
-      subs.map((s) => s.split(' ')[0]!),
-    )
-    throw new UsageError(
-      `Unknown command "docklet ${groupName} ${sub}".`,
-      (near === null ? '' : `Did you mean \`docklet ${groupName} ${near}\`? `) +
-        `Run \`docklet ${groupName} --help\` to see its commands.`,
-    )
-  }
-  return { spec, used: groupWords + 1 }
+  const near = suggestion(sub, [...new Set(subs.map((s) => s.split(' ')[0]!))])
+  throw new UsageError(
+    `Unknown command "docklet ${groupName} ${sub}".`,
+    (near === null ? '' : `Did you mean \`docklet ${groupName} ${near}\`? `) +
+      `Run \`docklet ${groupName} --help\` to see its commands.`,
+  )
 }
 
 /** Turns node:util parseArgs errors into sentences that name the option and the right usage. */
@@ -451,7 +485,7 @@ export function parseCommandLine(argv: string[]): CliCommand {
   if (args.length < spec.args.length) {
     throw new UsageError(`\`docklet ${spec.name}\` needs <${spec.args[args.length]}>.`, hint)
   }
-  if (args.length > spec.args.length) {
+  if (args.length > spec.args.length && spec.restArgs !== true) {
     throw new UsageError(
       `Unexpected argument "${args[spec.args.length]}" for \`docklet ${spec.name}\`.`,
       hint,
@@ -500,6 +534,8 @@ export function parseCommandLine(argv: string[]): CliCommand {
       return { ...common, kind: 'token-revoke', id: args[0]! }
     case 'member-remove':
       return { ...common, kind: 'member-remove', id: args[0]!, force: flag('force') }
+    case 'resource':
+      return { ...common, kind: 'resource', name: spec.name, args, values }
     case 'recover':
       if (!flag('force-new-cluster')) {
         throw new UsageError(
@@ -1143,6 +1179,34 @@ async function cmdRecover(cmd: Extract<CliCommand, { kind: 'recover' }>): Promis
   return 0
 }
 
+async function cmdResource(cmd: Extract<CliCommand, { kind: 'resource' }>): Promise<number> {
+  const spec = RESOURCE_COMMANDS.find((candidate) => candidate.name === cmd.name)!
+  const actAs = typeof cmd.values.user === 'string' ? cmd.values.user.trim() : ''
+  const socket = dataDirPaths(cmd.dataDir).socket
+  try {
+    return await spec.run({
+      args: cmd.args,
+      text: (name) => (typeof cmd.values[name] === 'string' ? (cmd.values[name] as string) : undefined),
+      flag: (name) => cmd.values[name] === true,
+      json: cmd.json,
+      api: (method, path, body, options) =>
+        callControl(socket, {
+          method,
+          path,
+          body,
+          timeoutMs: options?.timeoutMs ?? CONTROL_TIMEOUT_MS,
+          ...(actAs === '' ? {} : { headers: { 'x-docklet-user': actAs } }),
+        }),
+      out,
+      progress,
+      printJson,
+    })
+  } catch (error) {
+    if (error instanceof ResourceUsageError) throw new UsageError(error.message, `Usage: ${spec.usage}`)
+    throw error
+  }
+}
+
 function version(): string {
   try {
     return (
@@ -1182,6 +1246,8 @@ async function run(cmd: CliCommand): Promise<number> {
       return cmdMemberRemove(cmd)
     case 'recover':
       return cmdRecover(cmd)
+    case 'resource':
+      return cmdResource(cmd)
   }
 }
 

@@ -24,6 +24,28 @@ export interface NodeConfig {
   /** A member silent this long is marked offline (and a voter replaced). */
   offlineThresholdMs: number
   logLevel: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'silent'
+  /** 'wireguard': this host joins the WireGuard mesh; 'off': none (several nodes in one network namespace). */
+  mesh: 'wireguard' | 'off'
+  /** Name of the WireGuard interface. */
+  meshInterface: string
+  /** UDP port WireGuard listens on (other hosts send to it). */
+  meshListenPort: number
+  /** Keepalive towards every peer, for hosts behind NAT; 0 turns it off. */
+  meshPersistentKeepaliveS: number
+  /** Range hosts' mesh addresses come from; used by `docklet init` only (a cluster setting). */
+  meshNetwork: string
+  /** Container driver: 'lxc' (real system containers) or 'fake' (in memory, for tests). */
+  runtime: 'lxc' | 'fake'
+  /** What this host offers vnodes; 0 = measure (cpu count, RAM, free disk in the data dir). */
+  capacityCpuCores: number
+  /** Vnode cpu limits are caps, not reservations: a host offers this many times its cores (memory and disk are not overcommitted). */
+  cpuOvercommit: number
+  capacityMemoryMb: number
+  capacityDiskMb: number
+  /** The interface vnode egress leaves by (NATed there); '' = the default route's. */
+  egressInterface: string
+  /** Images the founding host builds in the background after `docklet init` (once). */
+  initImages: Array<'busybox' | 'debian'>
 }
 
 export const DEFAULT_DATA_DIR = '/var/lib/docklet'
@@ -44,6 +66,18 @@ export function defaultNodeConfig(dataDir = DEFAULT_DATA_DIR): NodeConfig {
     maxVoters: 3,
     offlineThresholdMs: 15_000,
     logLevel: 'info',
+    mesh: 'wireguard',
+    meshInterface: 'dkmesh0',
+    meshListenPort: 51820,
+    meshPersistentKeepaliveS: 0,
+    meshNetwork: '10.210.0.0/16',
+    runtime: 'lxc',
+    capacityCpuCores: 0,
+    cpuOvercommit: 4,
+    capacityMemoryMb: 0,
+    capacityDiskMb: 0,
+    egressInterface: '',
+    initImages: ['busybox', 'debian'],
   }
 }
 
@@ -103,6 +137,49 @@ export function validateNodeConfig(config: NodeConfig): NodeConfig {
   if (!['trace', 'debug', 'info', 'warn', 'error', 'silent'].includes(config.logLevel)) {
     throw new NodeConfigError(
       `logLevel must be one of trace, debug, info, warn, error, silent; got "${config.logLevel}".`,
+    )
+  }
+  if (!['lxc', 'fake'].includes(config.runtime)) {
+    throw new NodeConfigError(`runtime must be lxc or fake, got "${String(config.runtime)}".`)
+  }
+  checkInteger('capacityCpuCores', config.capacityCpuCores, 0, 4096)
+  checkInteger('cpuOvercommit', config.cpuOvercommit, 1, 64)
+  checkInteger('capacityMemoryMb', config.capacityMemoryMb, 0, 1 << 30)
+  checkInteger('capacityDiskMb', config.capacityDiskMb, 0, 1 << 30)
+  if (typeof config.egressInterface !== 'string' || !/^[A-Za-z0-9_.@-]{0,15}$/.test(config.egressInterface)) {
+    throw new NodeConfigError(
+      `egressInterface must be a network interface name (up to 15 characters) or empty, got "${String(config.egressInterface)}".`,
+    )
+  }
+  if (
+    !Array.isArray(config.initImages) ||
+    config.initImages.some((kind) => kind !== 'busybox' && kind !== 'debian')
+  ) {
+    throw new NodeConfigError(
+      `initImages must be a list of busybox and/or debian (or empty), got ${JSON.stringify(config.initImages)}.`,
+    )
+  }
+  if (config.mesh !== 'wireguard' && config.mesh !== 'off') {
+    throw new NodeConfigError(`mesh must be wireguard or off, got "${String(config.mesh)}".`)
+  }
+  if (typeof config.meshInterface !== 'string' || !/^[A-Za-z0-9_.-]{1,15}$/.test(config.meshInterface)) {
+    throw new NodeConfigError(
+      `meshInterface must be an interface name of 1-15 letters, digits, "_", "." or "-", got "${String(config.meshInterface)}".`,
+    )
+  }
+  checkInteger('meshListenPort', config.meshListenPort, 1, 65535)
+  checkInteger('meshPersistentKeepaliveS', config.meshPersistentKeepaliveS, 0, 65535)
+  const meshNetwork = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})\/(\d{1,2})$/.exec(
+    String(config.meshNetwork),
+  )
+  if (
+    meshNetwork === null ||
+    meshNetwork.slice(1, 5).some((part) => Number(part) > 255) ||
+    Number(meshNetwork[5]) < 8 ||
+    Number(meshNetwork[5]) > 30
+  ) {
+    throw new NodeConfigError(
+      `meshNetwork must be an IPv4 range from /8 to /30 like 10.210.0.0/16, got "${String(config.meshNetwork)}".`,
     )
   }
   if (config.advertise === '' && /^(0\.0\.0\.0|\[::\]):/.test(config.listen)) {

@@ -4,11 +4,13 @@
 
 import { randomBytes } from 'node:crypto'
 import { existsSync, writeFileSync } from 'node:fs'
-import { pino } from 'pino'
+import { type Logger, pino } from 'pino'
 import { realClock } from '../consensus/index.ts'
 import { generateIdentity, peerIdOfIdentity } from '../net/index.ts'
+import { buildApiServer } from './api/api-server.ts'
 import { type NodeConfig, readConfigFile, resolveNodeConfig } from './config.ts'
 import { buildControlServer, listenControlSocket } from './control/control-server.ts'
+import { ExecaCommandRunner } from './exec/command-runner.ts'
 import {
   DataDirError,
   type DataDirPaths,
@@ -83,6 +85,27 @@ export async function initDataDir(
   return { password, paths }
 }
 
+/** The portal/API listener on config.portal ('' = none). A port in use stops the node with a sentence. */
+async function startPortal(node: DockletNode, config: NodeConfig, logger: Logger) {
+  if (config.portal === '') return null
+  const match = /^(.*):(\d+)$/.exec(config.portal)
+  if (match === null) return null
+  const app = buildApiServer({ backend: node })
+  try {
+    await app.listen({ host: match[1]!.replace(/^\[|\]$/g, ''), port: Number(match[2]) })
+  } catch (error) {
+    await app.close().catch(() => {})
+    const code = (error as NodeJS.ErrnoException).code
+    throw new DataDirError(
+      code === 'EADDRINUSE'
+        ? `The portal address ${config.portal} is in use by another program; pick another with --portal HOST:PORT (or '' for none).`
+        : `Cannot serve the portal on ${config.portal}: ${(error as Error).message}`,
+    )
+  }
+  logger.info({ portal: config.portal }, 'portal listening')
+  return app
+}
+
 /** Runs the node of an initialized (or joined) data dir until it stops. */
 export async function runNode(options: RunOptions): Promise<void> {
   const paths = dataDirPaths(options.dataDir)
@@ -103,7 +126,16 @@ export async function runNode(options: RunOptions): Promise<void> {
   const logger = pino({ level: config.logLevel, base: { node: peerIdOfIdentity(identity).slice(-8) } })
   const id = peerIdOfIdentity(identity)
   const node = await DockletNode.start(
-    { config, paths, identity, record, clock: realClock(), logger, bootstrap: record.origin === 'init' },
+    {
+      config,
+      paths,
+      identity,
+      record,
+      clock: realClock(),
+      logger,
+      bootstrap: record.origin === 'init',
+      runner: new ExecaCommandRunner(),
+    },
     id,
   )
   const control = buildControlServer({ socketPath: paths.socket, node, actor: 'root' })
@@ -111,6 +143,15 @@ export async function runNode(options: RunOptions): Promise<void> {
   writeFileSync(paths.pid, `${process.pid}\n`)
   logger.info({ socket: paths.socket }, 'control socket ready')
   void node.announce().catch(() => {})
+  let portal: Awaited<ReturnType<typeof startPortal>>
+  try {
+    portal = await startPortal(node, config, logger)
+  } catch (error) {
+    await control.close().catch(() => {})
+    await node.stop()
+    throw error
+  }
+  if (record.origin === 'init') node.buildInitialImages()
   options.onReady?.(node)
 
   let stopping = false
@@ -119,6 +160,7 @@ export async function runNode(options: RunOptions): Promise<void> {
     stopping = true
     logger.info({ reason }, 'stopping')
     await control.close().catch(() => {})
+    await portal?.close().catch(() => {})
     await node.stop()
   }
   const onSignal = (signal: NodeJS.Signals) => void stop(signal)

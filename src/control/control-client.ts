@@ -14,10 +14,11 @@ export class ControlError extends Error {
 }
 
 export interface ControlRequest {
-  method: 'GET' | 'POST' | 'DELETE'
+  method: 'GET' | 'POST' | 'DELETE' | 'PATCH' | 'PUT'
   path: string
   body?: unknown
   timeoutMs?: number
+  headers?: Record<string, string>
 }
 
 /** Calls the node on `socketPath`; resolves with the JSON answer or throws ControlError. */
@@ -30,10 +31,12 @@ export function callControl<T>(socketPath: string, req: ControlRequest): Promise
         socketPath,
         path: req.path,
         method: req.method,
-        headers:
-          payload === undefined
+        headers: {
+          ...req.headers,
+          ...(payload === undefined
             ? {}
-            : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) },
+            : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) }),
+        },
         timeout: timeoutMs,
       },
       (res) => {

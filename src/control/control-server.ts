@@ -4,6 +4,7 @@
 
 import { chmodSync, existsSync, unlinkSync } from 'node:fs'
 import Fastify, { type FastifyInstance } from 'fastify'
+import { apiFastifyOptions, buildApi } from '../api/api-server.ts'
 import type { DockletNode } from '../node/docklet-node.ts'
 import { errorBody, statusForError } from './control-errors.ts'
 
@@ -32,10 +33,12 @@ export function parseDurationMs(text: string, flag: string): number {
 
 export function buildControlServer(options: ControlServerOptions): FastifyInstance {
   const { node } = options
-  const app = Fastify({ logger: false, bodyLimit: 1024 * 1024 })
+  const app = Fastify(apiFastifyOptions)
   app.setErrorHandler((error, _request, reply) => {
     void reply.status(statusForError(error)).send(errorBody(error))
   })
+  // The HTTP API, as the cluster admin (root on this host); X-Docklet-User acts for a user.
+  void app.register(buildApi({ backend: node, mode: 'local-admin' }))
 
   app.get('/v1/health', async () => ({ ok: true, id: node.id }))
 

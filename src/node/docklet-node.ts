@@ -18,6 +18,7 @@ import {
   seededRng,
 } from '../../consensus/index.ts'
 import {
+  type CommandRunner,
   createLibp2pHost,
   Libp2pFrameTransport,
   RpcRemoteError,
@@ -25,7 +26,12 @@ import {
   rememberPeer,
   toMultiaddr,
 } from '../../net/index.ts'
+import type { MeshSource } from '../agent/host-agent.ts'
+import { MeshAgent } from '../agent/mesh-agent.ts'
+import type { ImageKind, Progress } from '../api/api-backend.ts'
 import type { NodeConfig } from '../config.ts'
+import { ExecaCommandRunner } from '../exec/command-runner.ts'
+import { generateSshKeyPair } from '../security/ssh-key.ts'
 import {
   ClusterState,
   type Command,
@@ -34,10 +40,12 @@ import {
   type Member,
   type MemberInfo,
 } from '../state/cluster-state.ts'
+import { isMeshEndpoint, isMeshPublicKey } from '../state/mesh-state.ts'
 import { StateError } from '../state/state-error.ts'
 import { type DataDirPaths, type NodeRecord, writeNodeRecord } from './data-dir.ts'
 import { encodeJoinToken, hashTokenSecret, newTokenSecret } from './join-token.ts'
 import { type MemberObservation, planMembership } from './membership-plan.ts'
+import { VnodeService } from './vnode-service.ts'
 
 /**
  * The libp2p address other hosts should dial: --advertise if given, else the
@@ -50,6 +58,22 @@ export function advertisedAddress(libp2p: Libp2p, config: Pick<NodeConfig, 'adve
   if (!/^(0\.0\.0\.0|\[::\]):/.test(config.listen) && addrs[0] !== undefined) return addrs[0]
   const concrete = addrs.find((a) => !a.includes('/127.')) ?? addrs[0]
   return concrete ?? toMultiaddr(config.listen).toString()
+}
+
+/** The mesh fields a joining host announced, refused when malformed (they would break every host's WireGuard). */
+function joinMeshInfo(member: Partial<MemberInfo>): Pick<MemberInfo, 'meshPublicKey' | 'meshEndpoint'> {
+  const { meshPublicKey, meshEndpoint } = member
+  if (meshPublicKey === undefined || meshPublicKey === '') return {}
+  const endpointBad = meshEndpoint !== undefined && meshEndpoint !== '' && !isMeshEndpoint(meshEndpoint)
+  if (!isMeshPublicKey(meshPublicKey) || endpointBad) {
+    throw Object.assign(
+      new Error(
+        `The joining host announced an invalid mesh key or endpoint (${String(meshPublicKey)}, ${String(meshEndpoint)}).`,
+      ),
+      { code: 'ERR_BAD_REQUEST' },
+    )
+  }
+  return { meshPublicKey, meshEndpoint: meshEndpoint ?? '' }
 }
 
 /** Writes fail with this when no leader can be reached in time. */
@@ -102,6 +126,8 @@ export interface DockletNodeInit {
   logger: Logger
   /** Founding member of a new cluster: bootstrap the Raft group with this node alone. */
   bootstrap: boolean
+  /** Runs `wg`/`ip`/`wireguard-go` for the mesh (default: execa on this host). */
+  runner?: CommandRunner
 }
 
 const RPC_SUBMIT = 'cluster.submit'
@@ -123,6 +149,8 @@ export class DockletNode {
   private raft!: RaftNode<CommandResult>
   private storage!: LevelLogStorage
   private stopController: (() => void) | null = null
+  /** This host's WireGuard mesh; null when config.mesh is 'off'. */
+  private meshAgent: MeshAgent | null = null
   private controllerBusy = false
   private stopping: Promise<void> | null = null
   private resolveStopped!: () => void
@@ -151,6 +179,13 @@ export class DockletNode {
   private async open(init: DockletNodeInit): Promise<void> {
     this.libp2p = await createLibp2pHost({ identity: init.identity, listen: this.config.listen })
     this.advertisedAddress = this.pickAdvertisedAddress()
+    try {
+      // Before Raft: the saved mesh comes back without a leader, and memberInfo() needs the key.
+      if (this.config.mesh === 'wireguard') this.meshAgent = await this.startMesh(init)
+    } catch (error) {
+      await Promise.resolve(this.libp2p.stop()).catch(() => {})
+      throw error
+    }
     this.transport = new Libp2pFrameTransport(this.libp2p, {
       onEvent: (event) => this.log.debug({ event }, 'raft transport event'),
     })
@@ -163,9 +198,10 @@ export class DockletNode {
     await this.rpc.start()
 
     this.storage = await LevelLogStorage.open(this.paths.raft)
-    this.state.onApplied = (command) => {
-      if (command.type.startsWith('member.') || command.type === 'cluster.init') this.refreshPeers()
-    }
+    this.state.watch((command) => {
+      if (command === null || command.type.startsWith('member.') || command.type === 'cluster.init')
+        this.refreshPeers()
+    })
     this.raft = await RaftNode.create<CommandResult>({
       id: this.id,
       storage: this.storage,
@@ -202,10 +238,94 @@ export class DockletNode {
     this.raft.start()
     if (init.bootstrap && this.raft.status().term === 0) this.raft.campaign()
     this.stopController = this.clock.every(CONTROLLER_INTERVAL_MS, () => void this.controllerRound())
+    await this.startVnodes()
     this.log.info(
       { id: this.id, listen: this.config.listen, advertise: this.advertisedAddress },
       'docklet node started',
     )
+  }
+
+  // ------------------------------------------------------------ vnodes
+
+  /** The API's name for this node's member id. */
+  get nodeId(): string {
+    return this.id
+  }
+
+  /** Containers, images and the host agent; null until open() reaches them. */
+  vnodes: VnodeService | null = null
+
+  private async startVnodes(): Promise<void> {
+    this.vnodes = await VnodeService.start({
+      nodeId: this.id,
+      config: this.config,
+      state: this.state,
+      rpc: this.rpc,
+      libp2p: this.libp2p,
+      submit: (command) => this.submit(command),
+      barrier: () => this.raft.readIndex(),
+      mesh: this.meshSource(),
+      isMember: (peerId) => this.state.member(peerId) !== undefined,
+      logger: this.log,
+    })
+  }
+
+  /** What the host agent learns the mesh from; null when the mesh is off. */
+  private meshSource(): MeshSource | null {
+    return this.meshAgent
+  }
+
+  private startMesh(init: DockletNodeInit): Promise<MeshAgent> {
+    return MeshAgent.start({
+      selfId: this.id,
+      state: this.state,
+      runner: init.runner ?? new ExecaCommandRunner(),
+      logger: this.log,
+      dataDir: this.config.dataDir,
+      advertisedAddress: this.advertisedAddress,
+      interfaceName: this.config.meshInterface,
+      listenPort: this.config.meshListenPort,
+      persistentKeepaliveS: this.config.meshPersistentKeepaliveS,
+    })
+  }
+
+  /** The WireGuard mesh of this host (view() and onChange() for the host agent); null when it is off. */
+  get mesh(): MeshAgent | null {
+    return this.meshAgent
+  }
+
+  private requireVnodes(): VnodeService {
+    if (this.vnodes === null) throw new StateError('ERR_STOPPED', 'This docklet node is not running.')
+    return this.vnodes
+  }
+
+  execVnode(vclusterId: string, index: number, argv: string[], options: { timeoutMs: number }) {
+    return this.requireVnodes().execVnode(vclusterId, index, argv, options)
+  }
+
+  saveVnode(
+    vclusterId: string,
+    index: number,
+    image: { name: string; owner: string; description: string },
+    onProgress?: (progress: Progress) => void,
+  ) {
+    return this.requireVnodes().saveVnode(vclusterId, index, image, onProgress)
+  }
+
+  /** After init: the founding host builds the configured images in the background, once. */
+  buildInitialImages(): void {
+    const admin = () =>
+      Object.values(this.state.view.users).find((user) => user.role === 'admin')?.name ?? null
+    void this.vnodes
+      ?.buildInitialImages(admin)
+      .catch((error: unknown) =>
+        this.log.warn({ error: (error as Error).message }, 'background image builds stopped'),
+      )
+  }
+
+  buildImage(kind: ImageKind, onProgress?: (progress: Progress) => void) {
+    const admin = Object.values(this.state.view.users).find((user) => user.role === 'admin')
+    return this.requireVnodes().buildImage(kind, admin?.name ?? 'admin', onProgress)
   }
 
   private pickAdvertisedAddress(): string {
@@ -214,7 +334,13 @@ export class DockletNode {
 
   /** The member record this host announces. */
   memberInfo(): MemberInfo {
-    return { id: this.id, name: hostname(), address: this.advertisedAddress, portal: this.config.portal }
+    return {
+      id: this.id,
+      name: hostname(),
+      address: this.advertisedAddress,
+      portal: this.config.portal,
+      ...this.meshAgent?.memberInfo(),
+    }
   }
 
   // ------------------------------------------------------------ peers
@@ -350,6 +476,7 @@ export class DockletNode {
       name: String(p.member.name ?? ''),
       address: String(p.member.address ?? ''),
       portal: String(p.member.portal ?? ''),
+      ...joinMeshInfo(p.member),
     }
     try {
       toMultiaddr(member.address)
@@ -512,8 +639,13 @@ export class DockletNode {
           at: Date.now(),
           clusterId: pending.clusterId,
           member: this.memberInfo(),
-          admin: { name: pending.adminName, passwordHash: pending.passwordHash },
+          admin: {
+            name: pending.adminName,
+            passwordHash: pending.passwordHash,
+            sshKey: generateSshKeyPair(`docklet:${pending.adminName}`),
+          },
           settings: { maxVoters: this.config.maxVoters, offlineThresholdMs: this.config.offlineThresholdMs },
+          mesh: { network: this.config.meshNetwork },
         }),
       )
       if (!result.ok) throw new StateError(result.error.code, result.error.message)
@@ -527,7 +659,18 @@ export class DockletNode {
     const known = this.state.member(this.id)
     const info = this.memberInfo()
     if (known === undefined) return
-    if (known.address === info.address && known.portal === info.portal && known.name === info.name) return
+    const meshSame =
+      this.meshAgent === null ||
+      (known.meshPublicKey === info.meshPublicKey &&
+        known.meshEndpoint === info.meshEndpoint &&
+        !!known.meshIp)
+    if (
+      known.address === info.address &&
+      known.portal === info.portal &&
+      known.name === info.name &&
+      meshSame
+    )
+      return
     await this.submit({ type: 'member.update', at: 0, member: info })
   }
 
@@ -608,6 +751,15 @@ export class DockletNode {
     this.stopping = (async () => {
       this.stopController?.()
       this.stopController = null
+      // A host that left takes its mesh interface with it; otherwise the data plane outlives the node.
+      if (this.record.left) {
+        await this.meshAgent
+          ?.removeInterface()
+          .catch((error: unknown) =>
+            this.log.warn({ error: (error as Error).message }, 'could not remove the mesh interface'),
+          )
+      } else await this.meshAgent?.stop()
+      await this.vnodes?.stop().catch(() => {})
       await this.raft.stop().catch(() => {})
       await this.rpc.stop().catch(() => {})
       await this.transport.stop().catch(() => {})

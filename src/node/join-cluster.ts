@@ -3,8 +3,16 @@
 // record the answer (cluster id, members to dial) in the new data dir.
 
 import { hostname } from 'node:os'
-import { createLibp2pHost, generateIdentity, RpcRemoteError, RpcService } from '../../net/index.ts'
+import {
+  type CommandRunner,
+  createLibp2pHost,
+  generateIdentity,
+  RpcRemoteError,
+  RpcService,
+} from '../../net/index.ts'
+import { localMeshInfo } from '../agent/mesh-agent.ts'
 import type { NodeConfig } from '../config.ts'
+import { ExecaCommandRunner } from '../exec/command-runner.ts'
 import {
   DataDirError,
   ensureDataDir,
@@ -23,6 +31,8 @@ export interface JoinOptions {
   /** The member to contact, HOST:PORT or a multiaddr. */
   peer: string
   timeoutMs?: number
+  /** Runs `wg` to create the mesh key (default: execa on this host). */
+  runner?: CommandRunner
 }
 
 export class JoinError extends Error {
@@ -58,6 +68,15 @@ export async function joinCluster(options: JoinOptions): Promise<NodeRecord> {
   try {
     await rpc.start()
     const address = advertisedAddress(libp2p, options.config)
+    // The mesh key and endpoint travel with the join, so the members add this host as a peer at once.
+    const mesh =
+      options.config.mesh === 'wireguard'
+        ? await localMeshInfo(options.runner ?? new ExecaCommandRunner(), {
+            dataDir: options.config.dataDir,
+            advertisedAddress: address,
+            listenPort: options.config.meshListenPort,
+          })
+        : {}
     let answer: { clusterId: string; members: Array<{ id: string; address: string }> }
     try {
       const { result } = await rpc.call<typeof answer>(
@@ -66,7 +85,7 @@ export async function joinCluster(options: JoinOptions): Promise<NodeRecord> {
         {
           tokenId: payload.id,
           secret: payload.secret,
-          member: { name: hostname(), address, portal: options.config.portal },
+          member: { name: hostname(), address, portal: options.config.portal, ...mesh },
         },
         { timeoutMs: options.timeoutMs ?? 15_000, expectPeerId: payload.members.map((m) => m.id) },
       )

@@ -16,7 +16,34 @@ import {
   type UserStatus,
   usageOf,
 } from './account-state.ts'
+import {
+  checkMeshSettings,
+  defaultMeshSettings,
+  type MemberMesh,
+  type MemberMeshInfo,
+  type MeshSettings,
+  memberMeshOf,
+  meshFullMessage,
+  nextMeshIp,
+  updateMemberMesh,
+  upgradeMeshData,
+} from './mesh-state.ts'
+import {
+  applyPortCommand,
+  emptyPortData,
+  type PortCommand,
+  type PortData,
+  portCommandTypes,
+  prunePortMappings,
+} from './port-state.ts'
 import type { Usage } from './quota.ts'
+import {
+  applySessionCommand,
+  emptySessionData,
+  type SessionCommand,
+  type SessionData,
+  sessionCommandTypes,
+} from './session-state.ts'
 import { type CommandFailure, failure, StateError } from './state-error.ts'
 import {
   type AllocationData,
@@ -30,7 +57,7 @@ import {
   vclusterCommandTypes,
 } from './vcluster-state.ts'
 
-export interface MemberInfo {
+export interface MemberInfo extends MemberMeshInfo {
   id: string
   /** Hostname of the host, for people. */
   name: string
@@ -40,7 +67,7 @@ export interface MemberInfo {
   portal: string
 }
 
-export interface Member extends MemberInfo {
+export interface Member extends MemberInfo, MemberMesh {
   joinedAt: number
   online: boolean
   /** When `online` last changed. */
@@ -82,10 +109,12 @@ export interface ClusterSettings {
   offlineThresholdMs: number
 }
 
-export interface ClusterData extends AllocationData {
+export interface ClusterData extends AllocationData, SessionData, PortData {
   clusterId: string
   createdAt: number
   settings: ClusterSettings
+  /** The range hosts' WireGuard mesh addresses come from (see mesh-state.ts). */
+  mesh: MeshSettings
   members: Record<string, Member>
   tokens: Record<string, JoinToken>
   users: Record<string, User>
@@ -101,6 +130,8 @@ export type Command =
       settings: ClusterSettings
       /** Address range, VNI range, placement policy, per-vnode maxima; defaults for what is left out. */
       allocation?: Partial<AllocationSettings>
+      /** The mesh address range; the default for what is left out. */
+      mesh?: Partial<MeshSettings>
     }
   | { type: 'token.create'; at: number; id: string; secretHash: string; expiresAt: number; createdBy: string }
   | { type: 'token.revoke'; at: number; id: string }
@@ -113,6 +144,8 @@ export type Command =
   | { type: 'noop'; at: number }
   | AccountCommand
   | VclusterCommand
+  | SessionCommand
+  | PortCommand
 
 export type CommandResult = { ok: true; [key: string]: unknown } | CommandFailure
 
@@ -123,6 +156,7 @@ function emptyData(): ClusterData {
     clusterId: '',
     createdAt: 0,
     settings: { ...defaultClusterSettings },
+    mesh: { ...defaultMeshSettings },
     members: {},
     tokens: {},
     users: {},
@@ -132,6 +166,8 @@ function emptyData(): ClusterData {
     images: {},
     vclusters: {},
     nextVclusterId: 1,
+    ...emptySessionData(),
+    ...emptyPortData(),
   }
 }
 
@@ -152,6 +188,7 @@ function upgradeData(data: ClusterData): ClusterData {
     user.group ??= user.role === 'admin' ? 'admin' : 'user'
     user.sshKey ??= { ...noSshKey }
   }
+  upgradeMeshData(data)
   return data
 }
 
@@ -175,10 +212,26 @@ export function encodeCommand(command: Command): Uint8Array {
 
 const ok = (extra: Record<string, unknown> = {}): CommandResult => ({ ok: true, ...extra })
 
+/** Sees each applied command and its result; both null after a snapshot replaced the state. */
+export type StateListener = (command: Command | null, result: CommandResult | null) => void
+
 export class ClusterState implements StateMachine<CommandResult> {
   private data: ClusterData = emptyData()
-  /** Called after each applied command (the node watches state changes this way). */
-  onApplied: ((command: Command, result: CommandResult) => void) | null = null
+  private readonly listeners = new Set<StateListener>()
+
+  /**
+   * Calls `listener` after every applied command and after a snapshot
+   * replaced the state (command null). Listeners must not throw and must be
+   * quick: they run on the apply path. Returns the unsubscribe function.
+   */
+  watch(listener: StateListener): () => void {
+    this.listeners.add(listener)
+    return () => this.listeners.delete(listener)
+  }
+
+  private notify(command: Command | null, result: CommandResult | null): void {
+    for (const listener of this.listeners) listener(command, result)
+  }
 
   get view(): Readonly<ClusterData> {
     return this.data
@@ -211,7 +264,7 @@ export class ClusterState implements StateMachine<CommandResult> {
       return failure('ERR_BAD_COMMAND', 'The command is not valid JSON.')
     }
     const result = this.dispatch(command)
-    this.onApplied?.(command, result)
+    this.notify(command, result)
     return result
   }
 
@@ -221,7 +274,14 @@ export class ClusterState implements StateMachine<CommandResult> {
       return failure('ERR_NOT_INITIALIZED', 'The cluster is not initialized yet.')
     }
     if (accountCommandTypes.has(command.type)) return applyAccountCommand(d, command as AccountCommand)
-    if (vclusterCommandTypes.has(command.type)) return applyVclusterCommand(d, command as VclusterCommand)
+    if (vclusterCommandTypes.has(command.type)) {
+      const result = applyVclusterCommand(d, command as VclusterCommand)
+      // A port mapping goes with its vnode (scale-in, delete).
+      if (result.ok) prunePortMappings(d)
+      return result
+    }
+    if (sessionCommandTypes.has(command.type)) return applySessionCommand(d, command as SessionCommand)
+    if (portCommandTypes.has(command.type)) return applyPortCommand(d, command as PortCommand)
     switch (command.type) {
       case 'noop':
         return ok()
@@ -235,12 +295,16 @@ export class ClusterState implements StateMachine<CommandResult> {
         }
         const badAllocation = checkAllocationSettings(allocation)
         if (badAllocation !== null) return failure('ERR_BAD_SETTINGS', badAllocation)
+        const mesh: MeshSettings = { ...defaultMeshSettings, ...command.mesh }
+        const badMesh = checkMeshSettings(mesh, allocation.clusterNet)
+        if (badMesh !== null) return failure('ERR_BAD_SETTINGS', badMesh)
+        d.mesh = mesh
         d.allocation = allocation
         d.groups = defaultGroups(command.at)
         d.clusterId = command.clusterId
         d.createdAt = command.at
         d.settings = { ...command.settings }
-        d.members[command.member.id] = this.newMember(command.member, command.at)
+        d.members[command.member.id] = this.newMember(command.member, command.at, nextMeshIp(d) ?? '')
         d.users[command.admin.name] = {
           name: command.admin.name,
           role: 'admin',
@@ -284,6 +348,7 @@ export class ClusterState implements StateMachine<CommandResult> {
         member.address = command.member.address
         member.name = command.member.name
         member.portal = command.member.portal
+        updateMemberMesh(d, member.id, command.member)
         return ok()
       }
       case 'member.caught-up': {
@@ -332,8 +397,16 @@ export class ClusterState implements StateMachine<CommandResult> {
     }
   }
 
-  private newMember(info: MemberInfo, at: number): Member {
-    return { ...info, joinedAt: at, online: true, onlineChangedAt: at, caughtUp: false, leaving: false }
+  private newMember(info: MemberInfo, at: number, meshIp: string): Member {
+    return {
+      ...info,
+      ...memberMeshOf(info, meshIp),
+      joinedAt: at,
+      online: true,
+      onlineChangedAt: at,
+      caughtUp: false,
+      leaving: false,
+    }
   }
 
   private join(command: Extract<Command, { type: 'member.join' }>): CommandResult {
@@ -374,9 +447,11 @@ export class ClusterState implements StateMachine<CommandResult> {
         `A member with the id ${command.member.id} is already in the cluster.`,
       )
     }
+    const meshIp = nextMeshIp(d)
+    if (meshIp === null) return failure('ERR_MESH_FULL', meshFullMessage(d))
     token.usedAt = command.at
     token.usedBy = command.member.id
-    d.members[command.member.id] = this.newMember(command.member, command.at)
+    d.members[command.member.id] = this.newMember(command.member, command.at, meshIp)
     return ok({ memberId: command.member.id })
   }
 
@@ -415,5 +490,6 @@ export class ClusterState implements StateMachine<CommandResult> {
       bytes.length === 0
         ? emptyData()
         : upgradeData({ ...emptyData(), ...(JSON.parse(decoder.decode(bytes)) as ClusterData) })
+    this.notify(null, null)
   }
 }

@@ -13,6 +13,13 @@
 import { checkActiveUser, namePattern, quotaOf, usageOf } from './account-state.ts'
 import type { ClusterData, CommandResult } from './cluster-state.ts'
 import {
+  applyMoveCommand,
+  type MoveCommand,
+  moveCommandTypes,
+  startEvacuation,
+  type VnodeMove,
+} from './evacuation.ts'
+import {
   allocateAddresses,
   allocateSubnet,
   allocateVni,
@@ -97,6 +104,8 @@ export interface Vnode {
   lastError: string
   /** Why it is not placed yet ('' once placed). */
   pendingReason: string
+  /** Set while the vnode moves off a drained host (see evacuation.ts). */
+  move?: VnodeMove
 }
 
 export interface Vcluster {
@@ -172,7 +181,8 @@ export type VclusterCommand =
   | { type: 'image.describe'; at: number; id: string; description: string }
   | { type: 'image.held'; at: number; hash: string; host: string }
   | { type: 'host.capacity'; at: number; host: string; capacity: Resources }
-  | { type: 'host.drain'; at: number; host: string }
+  | { type: 'host.drain'; at: number; host: string; evacuate?: boolean }
+  | MoveCommand
   | { type: 'host.undrain'; at: number; host: string }
 
 export const vclusterCommandTypes: ReadonlySet<string> = new Set([
@@ -192,6 +202,7 @@ export const vclusterCommandTypes: ReadonlySet<string> = new Set([
   'host.capacity',
   'host.drain',
   'host.undrain',
+  ...moveCommandTypes,
 ])
 
 const resourceKeys = ['cpuCores', 'memoryMb', 'diskMb'] as const
@@ -261,10 +272,13 @@ export function hostSlots(data: ClusterData): HostSlot[] {
   }
   for (const vcluster of Object.values(data.vclusters)) {
     for (const vnode of vcluster.vnodes) {
-      const slot = vnode.host === null ? undefined : slots.get(vnode.host)
-      if (slot === undefined) continue
-      for (const key of resourceKeys) slot.used[key] += vnode.limits[key]
-      slot.vnodesByVcluster[vcluster.id] = (slot.vnodesByVcluster[vcluster.id] ?? 0) + 1
+      // A moving vnode holds room on both hosts until the move completes.
+      for (const host of vnode.move === undefined ? [vnode.host] : [vnode.host, vnode.move.to]) {
+        const slot = host === null ? undefined : slots.get(host)
+        if (slot === undefined) continue
+        for (const key of resourceKeys) slot.used[key] += vnode.limits[key]
+        slot.vnodesByVcluster[vcluster.id] = (slot.vnodesByVcluster[vcluster.id] ?? 0) + 1
+      }
     }
   }
   return [...slots.values()]
@@ -795,6 +809,10 @@ function applyHostCommand(
   } else if (command.type === 'host.drain') {
     if (!record.drained) record.drainedAt = command.at
     record.drained = true
+    if (command.evacuate === true) {
+      const { moving, stuck } = startEvacuation(data, command.host, hostSlots(data))
+      return { ok: true, host: command.host, placed: 0, moving, stuck }
+    }
   } else {
     record.drained = false
   }
@@ -828,5 +846,8 @@ export function applyVclusterCommand(data: ClusterData, command: VclusterCommand
     case 'host.drain':
     case 'host.undrain':
       return applyHostCommand(data, command)
+    case 'vnode.move-saved':
+    case 'vnode.moved':
+      return applyMoveCommand(data, command)
   }
 }

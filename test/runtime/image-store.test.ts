@@ -1,7 +1,8 @@
 // The content-addressed image store on real files: the busybox image is
 // built and hashes the same when rebuilt; verify catches a tampered tree;
-// export/import moves an image to a second store and refuses bytes that do
-// not match the expected hash (leaving nothing); saveUpper flattens an upper
+// export/import moves an image to a second store (openTar announcing the
+// tar's exact size) and refuses bytes that do not match the expected hash
+// (leaving nothing); saveUpper flattens an upper
 // layer the kernel wrote (a whiteout for a deleted file, an opaque dir for a
 // dir deleted and re-created) onto its parent. Needs root (chroot, mounts);
 // all under a temp dir removed in afterAll.
@@ -82,7 +83,12 @@ describe.skipIf(verdict.skip)('ImageStore', () => {
   it('moves an image to another store by tar and refuses a tar that does not match the expected hash', async () => {
     const other = new ImageStore({ dir: join(root, 'b'), runner })
     await other.open()
-    const imported = await other.importTar(await store.exportTar(busybox.hash), busybox.hash)
+    const tar = await store.openTar(busybox.hash)
+    const chunks: Buffer[] = []
+    for await (const chunk of tar.stream) chunks.push(chunk as Buffer)
+    const bytes = Buffer.concat(chunks)
+    expect(bytes.byteLength).toBe(tar.sizeBytes)
+    const imported = await other.importTar(Readable.from([bytes]), busybox.hash)
     expect(imported).toEqual(busybox)
     await other.verify(busybox.hash)
 

@@ -47,6 +47,11 @@ export interface SimHost extends NetnsTarget {
   readonly lanInterface: string
   /** A private directory for this host (keys, state); also bind-mounted on /var/lib/docklet when that exists. */
   readonly dataDir: string
+  /**
+   * The same directory as the host's own processes name it: /var/lib/docklet
+   * where that exists to be bind-mounted over, else `dataDir` itself.
+   */
+  readonly nodeDataDir: string
   /** PID of the process holding the host's mount namespace. */
   readonly holderPid: number
 }
@@ -301,9 +306,13 @@ export class NetnsHosts {
       timeoutMs,
     })
     await runner.run('mkdir', ['-p', '/run/wireguard', '/run/netns'], { timeoutMs })
-    if (existsSync('/var/lib/docklet')) {
-      await runner.run('mount', ['--bind', dataDir, '/var/lib/docklet'], { timeoutMs })
-    }
+    // `ip netns exec` gave the namespace a fresh sysfs (so /sys/class/net shows its own
+    // interfaces), which hides the cgroup hierarchies; LXC needs them to set limits.
+    for (const step of cgroupMountSteps(readFileSync('/proc/self/mountinfo', 'utf8')))
+      await runner.run(step[0]!, step.slice(1), { timeoutMs })
+    // Never created here: a directory made on the real host would outlive the run.
+    const bindDataDir = existsSync('/var/lib/docklet')
+    if (bindDataDir) await runner.run('mount', ['--bind', dataDir, '/var/lib/docklet'], { timeoutMs })
     return {
       name,
       index,
@@ -313,6 +322,7 @@ export class NetnsHosts {
       lanAddress,
       lanInterface: 'lan0',
       dataDir,
+      nodeDataDir: bindDataDir ? '/var/lib/docklet' : dataDir,
       holderPid: holder.pid,
     }
   }
@@ -551,6 +561,38 @@ export class NetnsHosts {
     for (const dir of this.#dirs) spawnSync('rm', ['-rf', '--', dir], { timeout: 5000 })
     liveHarnesses.delete(this)
   }
+}
+
+/**
+ * The commands that rebuild this machine's cgroup mounts (read from the
+ * root namespace's mountinfo) under a fresh /sys: a tmpfs, then each
+ * hierarchy mounted again with its own options (the kernel hands back the
+ * same hierarchy), so containers started in a simulated host land in the
+ * machine's real cgroups.
+ */
+export function cgroupMountSteps(mountinfo: string): string[][] {
+  const steps: string[][] = []
+  for (const line of mountinfo.split('\n')) {
+    const [left, right] = line.split(' - ')
+    if (left === undefined || right === undefined) continue
+    const mountPoint = left.split(' ')[4] ?? ''
+    const [fsType, , superOptions = ''] = right.split(' ')
+    if (mountPoint === '/sys/fs/cgroup' && fsType === 'tmpfs')
+      steps.push(['mount', '-t', 'tmpfs', '-o', 'mode=0755', 'cgroup', mountPoint])
+    else if (mountPoint.startsWith('/sys/fs/cgroup') && (fsType === 'cgroup' || fsType === 'cgroup2')) {
+      const options = superOptions.split(',').filter((option) => option !== 'rw' && option !== 'ro')
+      if (mountPoint !== '/sys/fs/cgroup') steps.push(['mkdir', '-p', mountPoint])
+      steps.push([
+        'mount',
+        '-t',
+        fsType,
+        ...(options.length > 0 ? ['-o', options.join(',')] : []),
+        fsType,
+        mountPoint,
+      ])
+    }
+  }
+  return steps
 }
 
 /** A TCP sink in node: per connection counts bytes, then replies `{"remoteAddress","bytes"}` and closes. */

@@ -28,8 +28,15 @@ import type { ClusterStatus } from '../../src/node/docklet-node.ts'
 export const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '../..')
 export const cliPath = join(repoRoot, 'src/cli.ts')
 
-/** Raft timing for tests: 50 ms ticks, 500 ms election timeout, small snapshots so they are taken and installed. */
+/**
+ * Raft timing for tests: 50 ms ticks, 500 ms election timeout, small snapshots so they are taken and installed.
+ * No mesh: every node of these clusters shares one network namespace (and would share one WireGuard port).
+ */
 export const testNodeConfig: Partial<NodeConfig> = {
+  mesh: 'off',
+  // In-memory containers and no image builds: these tests are about the cluster, not the host.
+  runtime: 'fake',
+  initImages: [],
   tickMs: 50,
   electionTimeoutTicks: 10,
   offlineThresholdMs: 3_000,
