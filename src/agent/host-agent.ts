@@ -12,7 +12,14 @@ import { statfs } from 'node:fs/promises'
 import { availableParallelism, totalmem } from 'node:os'
 import type { Logger } from 'pino'
 import { applyOverlay, type CommandRunner, overlayNames, removeOverlay } from '../../net/index.ts'
-import type { ContainerRuntime, ContainerState, ExecResult, ImageStore } from '../../runtime/index.ts'
+import {
+  type ContainerFile,
+  type ContainerRuntime,
+  type ContainerState,
+  type ExecResult,
+  type ImageStore,
+  renderJupyterConfig,
+} from '../../runtime/index.ts'
 import type { ClusterState, Command } from '../state/cluster-state.ts'
 import type { Resources } from '../state/scheduler.ts'
 import type { Vcluster, Vnode } from '../state/vcluster-state.ts'
@@ -22,6 +29,7 @@ import {
   type HostNetwork,
   hostsEntries,
   incomingOn,
+  JUPYTER_PORT,
   type MeshView,
   observedOf,
   overlayFor,
@@ -30,6 +38,7 @@ import {
   vnodeAction,
   vnodeSpec,
   vnodesOn,
+  workspaceBaseUrl,
 } from './host-plan.ts'
 
 export const ROUND_INTERVAL_MS = 5_000
@@ -68,6 +77,14 @@ export interface HostAgentInit {
 interface Retry {
   attempts: number
   notBeforeMs: number
+}
+
+/** Vnode 0 of a vcluster is its workspace: Jupyter starts there with the vcluster's base URL and token. */
+function workspaceFiles(vcluster: Vcluster, vnode: Vnode): ContainerFile[] {
+  if (vnode.index !== 0 || vcluster.secret === undefined) return []
+  return [
+    renderJupyterConfig({ port: JUPYTER_PORT, baseUrl: workspaceBaseUrl(vcluster), token: vcluster.secret }),
+  ]
 }
 
 export class HostAgent {
@@ -382,6 +399,7 @@ export class HostAgent {
           imagePath: this.#init.images.rootfsPath(vnode.image),
           mesh: this.#init.network === null ? null : mesh,
           sshKey: user?.sshKey ?? null,
+          files: workspaceFiles(vcluster, vnode),
         })
         await runtime.create(spec)
         this.#hostsWritten.set(name, JSON.stringify(spec.hosts))
@@ -469,6 +487,7 @@ export class HostAgent {
             imagePath: this.#init.images.rootfsPath(move.image),
             mesh: this.#init.network === null ? null : mesh,
             sshKey: user?.sshKey ?? null,
+            files: workspaceFiles(vcluster, vnode),
           }),
         )
       }

@@ -78,6 +78,19 @@ export function multiaddrIp(address: string): string | null {
   return match === null ? null : match[1]!
 }
 
+/** The port Jupyter listens on in a workspace vnode. */
+export const JUPYTER_PORT = 8888
+
+/** Where the any-node proxy serves a vcluster's workspace (and the base URL Jupyter is started with). */
+export function workspaceBaseUrl(vcluster: Pick<Vcluster, 'owner' | 'name'>): string {
+  return `/go/${vcluster.owner}/${vcluster.name}/`
+}
+
+/** The vnode that serves a vcluster's workspace: vnode 0 (the agent starts Jupyter there). */
+export function workspaceVnode(vcluster: Vcluster): Vnode | undefined {
+  return liveVnodes(vcluster).find((vnode) => vnode.index === 0)
+}
+
 export interface SpecInput {
   prefix: string
   vcluster: Vcluster

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto'
 // Vclusters, their vnodes (exec, save as image) and their port mappings.
 // Every lookup is by name among the caller's own vclusters (the acting
 // user's, under X-Docklet-User): another user's vcluster answers 404 exactly
@@ -112,6 +113,7 @@ export function registerVclusterRoutes(app: FastifyInstance, context: ApiContext
           memoryMb: body.memoryMb ?? defaultVnodeLimits.memoryMb,
           diskMb: body.diskMb ?? defaultVnodeLimits.diskMb,
         },
+        secret: randomBytes(24).toString('hex'),
       })
       const id = String(result.id)
       await context.mustSettle(

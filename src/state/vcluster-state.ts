@@ -126,6 +126,8 @@ export interface Vcluster {
   stoppedAt: number
   /** Sorted by index. */
   vnodes: Vnode[]
+  /** The workspace token (Jupyter on vnode 0), known to every node's proxy and never shown to users. */
+  secret?: string
 }
 
 export interface AllocationData {
@@ -147,6 +149,8 @@ export type VclusterCommand =
       /** An image id, or the name of one of the owner's images or of a public image. */
       image: string
       limits: Resources
+      /** Random, made by the proposer: the workspace (Jupyter) token the proxy presents. */
+      secret?: string
     }
   | { type: 'vcluster.scale-out'; at: number; vcluster: string; n: number }
   | { type: 'vcluster.scale-in'; at: number; vcluster: string; index: number }
@@ -528,6 +532,9 @@ function create(
     startedAt: command.at,
     stoppedAt: 0,
     vnodes: [],
+    ...(typeof command.secret === 'string' && /^[0-9a-f]{16,128}$/.test(command.secret)
+      ? { secret: command.secret }
+      : {}),
   }
   const vnodes = newVnodes(vcluster, command.nodes, ips)
   placeNew(data, vnodes)
