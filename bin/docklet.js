@@ -13,5 +13,8 @@ if (major < 22 || !process.features.typescript) {
   process.exit(1)
 }
 
+// Cache compiled (and type-stripped) modules across runs: a CLI call then starts in a fraction of the time.
+const { enableCompileCache } = await import('node:module')
+enableCompileCache?.()
 const { runCli } = await import('../src/cli.ts')
 await runCli(process.argv.slice(2))

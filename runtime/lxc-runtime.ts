@@ -106,6 +106,8 @@ export class LxcRuntime implements ContainerRuntime {
   readonly #features: LxcHostFeatures
   /** One operation at a time per container: the agent may retry while a start is still running. */
   readonly #locks = new Map<string, Promise<unknown>>()
+  /** Created by this process and not started since: known stopped, so start() skips asking LXC. */
+  readonly #freshlyCreated = new Set<string>()
 
   constructor(init: LxcRuntimeInit) {
     if (!init.lxcpath.startsWith('/') || /[,:\n]/.test(init.lxcpath)) {
@@ -266,6 +268,7 @@ export class LxcRuntime implements ContainerRuntime {
         await writeFile(`${p.record}.tmp`, `${JSON.stringify(record, null, 2)}\n`, { mode: 0o600 })
         await rename(`${p.record}.tmp`, p.record)
         revert.success()
+        this.#freshlyCreated.add(spec.name)
       } catch (error) {
         await revert.fail(`Creating container ${spec.name}`, error)
       }
@@ -298,7 +301,8 @@ export class LxcRuntime implements ContainerRuntime {
   async start(name: string): Promise<void> {
     const record = await this.#requireRecord(name)
     return this.#serialize(name, async () => {
-      if ((await this.#lxcState(name)) === 'running') return
+      const known = this.#freshlyCreated.delete(name)
+      if (!known && (await this.#lxcState(name)) === 'running') return
       const p = this.#paths(name)
       if (record.bridge !== null && !existsSync(`/sys/class/net/${record.bridge}/bridge`)) {
         throw new BridgeNotFoundError(record.bridge)
@@ -308,12 +312,10 @@ export class LxcRuntime implements ContainerRuntime {
       const log = await stat(p.log).catch(() => null)
       if (log !== null && log.size > LXC_LOG_BYTES_MAX) await truncate(p.log, 0)
       try {
+        // With -d, lxc-start returns once the container reached RUNNING (or failed): no lxc-wait needed.
         await this.#runner.run('lxc-start', ['-P', this.lxcpath, '-n', name, '-d'], {
           timeoutMs: LXC_COMMAND_TIMEOUT_MS,
           cwd: '/',
-        })
-        await this.#runner.run('lxc-wait', ['-P', this.lxcpath, '-n', name, '-s', 'RUNNING', '-t', '10'], {
-          timeoutMs: LXC_COMMAND_TIMEOUT_MS,
         })
       } catch (error) {
         throw new ContainerStartError(name, await this.#logTail(name), { cause: error })
@@ -352,6 +354,7 @@ export class LxcRuntime implements ContainerRuntime {
   async destroy(name: string): Promise<void> {
     assertContainerName(name)
     return this.#serialize(name, async () => {
+      this.#freshlyCreated.delete(name)
       const p = this.#paths(name)
       if (existsSync(p.config) && (await this.#lxcState(name)) === 'running') {
         await this.#runner.run('lxc-stop', ['-P', this.lxcpath, '-n', name, '-k'], {

@@ -176,6 +176,8 @@ export function vclusterProgress(vc: VclusterView): {
 }
 
 const WAIT_POLL_MS = 300
+/** How long one waiting request may hold before the CLI prints progress and asks again. */
+const WAIT_SLICE_MS = 2_000
 
 /** Polls the vcluster until its vnodes reach `want`; prints progress; exit code 0 when they do. */
 async function waitFor(
@@ -191,7 +193,13 @@ async function waitFor(
     let vc: VclusterView | null = null
     if (want !== 'gone') {
       try {
-        vc = unwrap<VclusterView>(await ctx.api('GET', path('vclusters', name)), 'vcluster')
+        // The node answers as soon as every vnode is there (or one failed), else after a few seconds.
+        vc = unwrap<VclusterView>(
+          await ctx.api('GET', `${path('vclusters', name)}?wait=${want}&waitMs=${WAIT_SLICE_MS}`, undefined, {
+            timeoutMs: WAIT_SLICE_MS + 30_000,
+          }),
+          'vcluster',
+        )
       } catch (error) {
         if ((error as { code?: string }).code !== 'ERR_VCLUSTER_NOT_FOUND') throw error
       }
@@ -219,6 +227,12 @@ async function waitFor(
         else ctx.progress(`docklet: ${name} has failed vnodes: ${p.errors.join('; ')}`)
         return 1
       }
+      if (want === 'running' && p.pending.length > 0 && p.running + p.pending.length === p.total) {
+        const message = `${name} cannot start all its vnodes: no host has room for ${p.pending.join('; ')}. It stays pending and starts when room frees up (delete or stop something, raise a host's capacity, or undrain a host).`
+        if (ctx.json) ctx.printJson({ error: { code: 'ERR_NO_ROOM', message } })
+        else ctx.progress(`docklet: ${message}`)
+        return 1
+      }
       if (done === p.total) {
         if (ctx.json) ctx.printJson(vc)
         else ctx.out(formatVcluster(vc))
@@ -231,7 +245,7 @@ async function waitFor(
       else ctx.progress(`docklet: ${message}`)
       return 1
     }
-    await new Promise((done) => setTimeout(done, WAIT_POLL_MS))
+    if (want === 'gone') await new Promise((done) => setTimeout(done, WAIT_POLL_MS))
   }
 }
 

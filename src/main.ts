@@ -24,6 +24,7 @@ import {
   writeNodeRecord,
 } from './node/data-dir.ts'
 import { DockletNode } from './node/docklet-node.ts'
+import { PortForwarder, registerWorkspaceProxy } from './proxy/index.ts'
 import { hashPassword } from './security/password.ts'
 
 export interface RunOptions {
@@ -91,6 +92,8 @@ async function startPortal(node: DockletNode, config: NodeConfig, logger: Logger
   const match = /^(.*):(\d+)$/.exec(config.portal)
   if (match === null) return null
   const app = buildApiServer({ backend: node })
+  // Before listen: /go/* (workspaces, HTTP and WebSocket) on the same app, hops over the mesh.
+  registerWorkspaceProxy(app, { state: node.state, selfId: node.id, portal: config.portal, logger })
   try {
     await app.listen({ host: match[1]!.replace(/^\[|\]$/g, ''), port: Number(match[2]) })
   } catch (error) {
@@ -151,6 +154,9 @@ export async function runNode(options: RunOptions): Promise<void> {
     await node.stop()
     throw error
   }
+  // Port mappings: every node listens on every mapped public port.
+  const ports = new PortForwarder({ state: node.state, selfId: node.id, logger })
+  ports.start()
   if (record.origin === 'init') node.buildInitialImages()
   options.onReady?.(node)
 
@@ -161,6 +167,7 @@ export async function runNode(options: RunOptions): Promise<void> {
     logger.info({ reason }, 'stopping')
     await control.close().catch(() => {})
     await portal?.close().catch(() => {})
+    await ports.stop().catch(() => {})
     await node.stop()
   }
   const onSignal = (signal: NodeJS.Signals) => void stop(signal)

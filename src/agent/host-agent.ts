@@ -355,9 +355,9 @@ export class HostAgent {
   }
 
   /** Runs one step for a container unless it is backing off after a failure; returns the error, if any. */
-  async #guard(name: string, step: () => Promise<void>): Promise<Error | null> {
+  async #guard(name: string, step: () => Promise<void>): Promise<Error | null | 'backing-off'> {
     const retry = this.#retries.get(name)
-    if (retry !== undefined && Date.now() < retry.notBeforeMs) return null
+    if (retry !== undefined && Date.now() < retry.notBeforeMs) return 'backing-off'
     try {
       await step()
       this.#retries.delete(name)
@@ -384,7 +384,7 @@ export class HostAgent {
     const { runtime } = this.#init
     const name = containerName(prefix, vcluster.id, vnode.index)
     const action = vnodeAction(vnode.desired, before)
-    let failed: Error | null = null
+    let failed: Error | null | 'backing-off' = null
     if (action.kind === 'create') {
       failed = await this.#guard(name, async () => {
         await this.#ensureImage(vnode.image)
@@ -417,8 +417,23 @@ export class HostAgent {
         this.#log.info({ container: name }, 'vnode removed')
       })
     }
-    const after = action.kind === 'none' ? before : await runtime.state(name)
+    // After a step that worked, the container is where the step left it; ask the runtime only otherwise.
+    const after: ContainerState =
+      action.kind === 'none' || failed === 'backing-off'
+        ? before
+        : failed !== null
+          ? await runtime.state(name)
+          : action.kind === 'create'
+            ? action.start
+              ? 'running'
+              : 'stopped'
+            : action.kind === 'start'
+              ? 'running'
+              : action.kind === 'stop'
+                ? 'stopped'
+                : 'absent'
     if (after === 'running') await this.#refreshHostsFile(name, vcluster)
+    if (failed === 'backing-off') return null
     if (failed !== null && vnode.desired !== 'deleted') {
       const error = `${failed.message}`.slice(0, 2_000)
       if (vnode.observed === 'error' && vnode.lastError === error) return null

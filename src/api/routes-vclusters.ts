@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto'
+import { waitForState } from './wait-for-state.ts'
 // Vclusters, their vnodes (exec, save as image) and their port mappings.
 // Every lookup is by name among the caller's own vclusters (the acting
 // user's, under X-Docklet-User): another user's vcluster answers 404 exactly
@@ -17,6 +18,8 @@ import { routeSchema } from './route-schema.ts'
 /** What a vnode gets when the request leaves a limit out (fits the default quota 4 times). */
 export const defaultVnodeLimits: Resources = { cpuCores: 1, memoryMb: 500, diskMb: 500 }
 export const execArgvMax = 256
+/** The longest a GET may wait for a vcluster to reach a state. */
+export const waitMsMax = 30_000
 export const execArgCharsMax = 8192
 
 const user: { access: Access } = { access: 'user' }
@@ -125,17 +128,45 @@ export function registerVclusterRoutes(app: FastifyInstance, context: ApiContext
     },
   )
 
-  app.get<{ Params: { name: string } }>(
+  app.get<{ Params: { name: string }; Querystring: { wait?: 'running' | 'stopped'; waitMs?: number } }>(
     '/vclusters/:name',
     {
       config: user,
       schema: routeSchema({
-        summary: 'One of my vclusters, with its vnodes.',
+        summary:
+          'One of my vclusters, with its vnodes. With ?wait=running|stopped the answer waits (up to ' +
+          'waitMs, at most 30 s) until every vnode is there or one failed, so clients need not poll.',
         params: nameParams,
+        querystring: closedObject(
+          {
+            wait: { type: 'string', enum: ['running', 'stopped'] },
+            waitMs: { type: 'integer', minimum: 0, maximum: waitMsMax },
+          },
+          { required: [] },
+        ),
         response: { 200: vclusterSchema },
       }),
     },
-    async (request) => vclusterView(context.vcluster(context.caller(request), request.params.name)),
+    async (request) => {
+      const caller = context.caller(request)
+      const vcluster = context.vcluster(caller, request.params.name)
+      const { wait, waitMs } = request.query
+      if (wait !== undefined) {
+        const id = vcluster.id
+        const done = () => {
+          const now = context.backend.state.vcluster(id)
+          if (now === undefined) return true
+          const live = now.vnodes.filter((vnode) => vnode.desired !== 'deleted')
+          // Done when all are there, or when one failed or waits for room (waiting longer changes nothing).
+          return (
+            live.some((vnode) => vnode.observed === 'error' || vnode.host === null) ||
+            live.every((vnode) => vnode.observed === wait)
+          )
+        }
+        await waitForState(context.backend.state, done, waitMs ?? 10_000)
+      }
+      return vclusterView(context.vcluster(caller, request.params.name))
+    },
   )
 
   for (const action of ['start', 'stop'] as const) {

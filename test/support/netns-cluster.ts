@@ -21,6 +21,8 @@ import { repoRoot, testNodeConfig } from './process-cluster.ts'
 export const DOCKLET_BIN = join(repoRoot, 'bin/docklet.js')
 /** The libp2p port every simulated host's node listens on (each host has its own address). */
 export const NODE_PORT = 7946
+/** The portal port of every simulated host's node, on its LAN address (when the cluster has portals). */
+export const PORTAL_PORT = 8080
 export const NODE_START_TIMEOUT_MS = 20_000
 export const CLI_TIMEOUT_MS = 30_000
 /** The CLI's own exit code and output say what failed; the runner must not replace them. */
@@ -41,6 +43,8 @@ export interface NetnsClusterOptions {
   runner: CommandRunner
   /** Settings written to every host's config.json, over netnsNodeConfig. */
   config?: Partial<NodeConfig>
+  /** Each node serves the portal (API and proxy) on its LAN address, port PORTAL_PORT; none by default. */
+  portal?: boolean
 }
 
 export interface HostNode {
@@ -54,9 +58,11 @@ export interface HostNode {
 export class NetnsCluster {
   readonly harness: NetnsHosts
   readonly nodes: HostNode[]
+  readonly #portal: boolean
 
-  private constructor(harness: NetnsHosts) {
+  private constructor(harness: NetnsHosts, portal: boolean) {
     this.harness = harness
+    this.#portal = portal
     this.nodes = harness.hosts.map((host) => ({ host: host.index, id: '', process: null }))
   }
 
@@ -67,7 +73,7 @@ export class NetnsCluster {
     for (const host of harness.hosts) {
       writeFileSync(join(host.dataDir, 'config.json'), `${JSON.stringify(config)}\n`, { mode: 0o600 })
     }
-    return new NetnsCluster(harness)
+    return new NetnsCluster(harness, options.portal === true)
   }
 
   /** The node's data dir as the host's own processes see it. */
@@ -78,6 +84,11 @@ export class NetnsCluster {
   /** HOST:PORT of the host's node on the LAN. */
   address(host: number): string {
     return `${this.harness.host(host).lanAddress}:${NODE_PORT}`
+  }
+
+  /** HOST:PORT of the host's portal on the LAN ('' when the cluster was created without portals). */
+  portalAddress(host: number): string {
+    return this.#portal ? `${this.harness.host(host).lanAddress}:${PORTAL_PORT}` : ''
   }
 
   node(host: number): HostNode {
@@ -120,7 +131,7 @@ export class NetnsCluster {
       '--listen',
       this.address(host),
       '--portal',
-      '',
+      this.portalAddress(host),
       '--json',
     ])
   }
@@ -144,7 +155,7 @@ export class NetnsCluster {
       '--listen',
       this.address(host),
       '--portal',
-      '',
+      this.portalAddress(host),
       '--json',
     ])
   }

@@ -1,0 +1,139 @@
+// The headers a proxied request and its response carry on. Pure functions
+// over Node's raw header lists (name, value, name, value…), so repeated
+// headers (Set-Cookie) and their order survive.
+//
+// Towards the workspace: hop-by-hop headers (RFC 9110 §7.6.1) are dropped,
+// so are the portal's session and CSRF cookies and headers (code in the
+// vnode must never see a session that works on the portal), the client's
+// Authorization (the proxy presents the workspace token itself), and any
+// X-Forwarded-*/Forwarded the client made up. The first node sets
+// X-Forwarded-For/-Proto/-Host from its connection; a node that receives a
+// verified hop keeps the ones the first node set. The Host header goes on
+// unchanged: Jupyter compares a WebSocket's Origin with it.
+
+import { actAsHeader, csrfCookie, csrfHeader, sessionCookie } from '../api/api-context.ts'
+import { hopHeader } from './hop-token.ts'
+
+const HOP_BY_HOP: ReadonlySet<string> = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'proxy-authenticate',
+  'proxy-authorization',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+])
+
+const FORWARDED: ReadonlySet<string> = new Set([
+  'forwarded',
+  'x-forwarded-for',
+  'x-forwarded-proto',
+  'x-forwarded-host',
+  'x-forwarded-port',
+  'x-real-ip',
+])
+
+/** Request headers only the portal reads (the hop header is set anew by whoever forwards). */
+const PORTAL_ONLY: ReadonlySet<string> = new Set(['authorization', csrfHeader, actAsHeader, hopHeader])
+
+const PORTAL_COOKIES: ReadonlySet<string> = new Set([sessionCookie, csrfCookie])
+
+export interface ForwardedFor {
+  /** The client's address. */
+  for: string
+  proto: 'http' | 'https'
+  /** The Host the client asked for ('' when it sent none). */
+  host: string
+}
+
+export interface RequestHeaderOptions {
+  /** Set X-Forwarded-* from the client connection; 'keep' passes on those of a verified hop. */
+  forwarded: ForwardedFor | 'keep'
+  /** The Authorization to present ('token <secret>' towards Jupyter), or null for none. */
+  authorization: string | null
+  /** The hop header value towards another node, or null. */
+  hop: string | null
+  /** A WebSocket (or other) upgrade: Connection and Upgrade go on. */
+  upgrade: boolean
+}
+
+/** Header names the Connection header lists (they are hop-by-hop too). */
+function connectionTokens(rawHeaders: readonly string[]): Set<string> {
+  const tokens = new Set<string>()
+  for (let i = 0; i + 1 < rawHeaders.length; i += 2)
+    if (rawHeaders[i]!.toLowerCase() === 'connection')
+      for (const token of rawHeaders[i + 1]!.split(',')) tokens.add(token.trim().toLowerCase())
+  return tokens
+}
+
+/** The Cookie header without the portal's cookies; null when nothing is left. */
+export function withoutPortalCookies(header: string): string | null {
+  const kept: string[] = []
+  for (const part of header.split(';')) {
+    const eq = part.indexOf('=')
+    const name = (eq < 0 ? part : part.slice(0, eq)).trim()
+    if (name === '' || PORTAL_COOKIES.has(name)) continue
+    kept.push(part.trim())
+  }
+  return kept.length === 0 ? null : kept.join('; ')
+}
+
+/** The client address as people write it (no IPv4-mapped IPv6 prefix). */
+export function plainAddress(address: string | undefined): string {
+  if (address === undefined) return ''
+  return address.startsWith('::ffff:') && address.includes('.') ? address.slice(7) : address
+}
+
+/** The raw request headers to send on to the workspace or the next node. */
+export function upstreamRequestHeaders(
+  rawHeaders: readonly string[],
+  options: RequestHeaderOptions,
+): string[] {
+  const listed = connectionTokens(rawHeaders)
+  const out: string[] = []
+  let upgradeProtocol = ''
+  for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i]!
+    const value = rawHeaders[i + 1]!
+    const lower = name.toLowerCase()
+    if (lower === 'upgrade') upgradeProtocol = value
+    if (HOP_BY_HOP.has(lower) || PORTAL_ONLY.has(lower)) continue
+    if (listed.has(lower) && lower !== 'cookie' && lower !== 'host') continue
+    if (FORWARDED.has(lower) && options.forwarded !== 'keep') continue
+    if (lower === 'cookie') {
+      const kept = withoutPortalCookies(value)
+      if (kept !== null) out.push(name, kept)
+      continue
+    }
+    out.push(name, value)
+  }
+  if (options.forwarded !== 'keep') {
+    out.push('X-Forwarded-For', options.forwarded.for, 'X-Forwarded-Proto', options.forwarded.proto)
+    if (options.forwarded.host !== '') out.push('X-Forwarded-Host', options.forwarded.host)
+  }
+  if (options.authorization !== null) out.push('Authorization', options.authorization)
+  if (options.hop !== null) out.push('X-Docklet-Hop', options.hop)
+  if (options.upgrade) out.push('Connection', 'Upgrade', 'Upgrade', upgradeProtocol || 'websocket')
+  return out
+}
+
+/** The raw response headers to send back to the client (Node frames the body itself). */
+export function downstreamResponseHeaders(rawHeaders: readonly string[]): string[] {
+  const listed = connectionTokens(rawHeaders)
+  const out: string[] = []
+  for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
+    const lower = rawHeaders[i]!.toLowerCase()
+    if (HOP_BY_HOP.has(lower) || listed.has(lower)) continue
+    out.push(rawHeaders[i]!, rawHeaders[i + 1]!)
+  }
+  return out
+}
+
+/** An HTTP/1.1 request head for a raw upgrade tunnel. */
+export function requestHead(method: string, url: string, headers: readonly string[]): string {
+  let head = `${method} ${url} HTTP/1.1\r\n`
+  for (let i = 0; i + 1 < headers.length; i += 2) head += `${headers[i]}: ${headers[i + 1]}\r\n`
+  return `${head}\r\n`
+}
