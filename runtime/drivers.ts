@@ -1,6 +1,7 @@
 // The driver map (Incus habit): the node picks a runtime by name from config,
 // tests pick 'fake'. Adding a driver means one entry here.
 
+import { join } from 'node:path'
 import type { CommandRunner } from './command-runner.ts'
 import type { ContainerRuntime } from './container-runtime.ts'
 import { FakeRuntime } from './fake-runtime.ts'
@@ -13,7 +14,7 @@ export const RUNTIME_DRIVERS: Record<
   (init: { lxcpath: string; runner: CommandRunner }) => ContainerRuntime
 > = {
   lxc: (init) => new LxcRuntime(init),
-  fake: () => new FakeRuntime(),
+  fake: (init) => new FakeRuntime({ upperRoot: join(init.lxcpath, 'fake-upper') }),
 }
 
 export function createRuntime(

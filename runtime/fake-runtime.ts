@@ -4,6 +4,8 @@
 // wrote; anything else goes to an injectable handler. failNext() makes the
 // next call of an operation throw, to test retries and back-off.
 
+import { mkdir, writeFile } from 'node:fs/promises'
+import { dirname, join } from 'node:path'
 import {
   assertContainerName,
   type ContainerInfo,
@@ -46,8 +48,11 @@ export class FakeRuntime implements ContainerRuntime {
   /** Every call, in order, for assertions like "start was retried twice". */
   readonly calls: Array<{ operation: FakeOperation; name: string }> = []
 
-  constructor(options: { execHandler?: FakeExecHandler } = {}) {
+  readonly #upperRoot: string | undefined
+
+  constructor(options: { execHandler?: FakeExecHandler; upperRoot?: string } = {}) {
     this.#execHandler = options.execHandler
+    this.#upperRoot = options.upperRoot
   }
 
   /** The next call of `operation` throws `error` (queued: call twice to fail twice). */
@@ -152,7 +157,14 @@ export class FakeRuntime implements ContainerRuntime {
   }
 
   async upperDir(name: string): Promise<string> {
-    this.#get(name)
-    return `/fake/${name}/upper`
+    const container = this.#get(name)
+    if (this.#upperRoot === undefined) return `/fake/${name}/upper`
+    const upper = join(this.#upperRoot, name, 'upper')
+    for (const [path, content] of container.files) {
+      await mkdir(dirname(join(upper, path)), { recursive: true })
+      await writeFile(join(upper, path), content)
+    }
+    await mkdir(upper, { recursive: true })
+    return upper
   }
 }

@@ -731,12 +731,30 @@ export const RESOURCE_COMMANDS: ResourceSpec[] = [
       if (kind !== 'busybox' && kind !== 'debian')
         throw new ResourceUsageError(`Unknown image kind "${kind}": docklet builds busybox or debian.`)
       if (!ctx.json) ctx.progress(`Building the ${kind} image on this host…`)
-      const answer = await ctx.api<{ id: string }>(
-        'POST',
-        path('images', 'build'),
-        { kind },
-        { timeoutMs: 3_600_000 },
-      )
+      let finished = false
+      const building = ctx
+        .api<{ id: string }>('POST', path('images', 'build'), { kind }, { timeoutMs: 3_600_000 })
+        .finally(() => {
+          finished = true
+        })
+      // The build answers when it is done; meanwhile show the step it is at.
+      let last = ''
+      while (!finished && !ctx.json) {
+        await Promise.race([building.catch(() => {}), new Promise((done) => setTimeout(done, 2_000))])
+        if (finished) break
+        const { builds } = await ctx
+          .api<{ builds: Array<{ kind: string; step: string; startedAt: number }> }>(
+            'GET',
+            path('images', 'builds'),
+          )
+          .catch(() => ({ builds: [] as Array<{ kind: string; step: string; startedAt: number }> }))
+        const mine = builds.find((build) => build.kind === kind)
+        if (mine !== undefined && mine.step !== last) {
+          last = mine.step
+          ctx.progress(`  ${Math.round((Date.now() - mine.startedAt) / 1000)} s: ${mine.step}`)
+        }
+      }
+      const answer = await building
       if (ctx.json) ctx.printJson(answer)
       else ctx.out(`Built image ${kind} (${answer.id.slice(0, 12)}).`)
       return 0

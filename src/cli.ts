@@ -828,7 +828,11 @@ async function health(dataDir: string): Promise<{ id: string } | null> {
   try {
     return await control<{ id: string }>(dataDir, 'GET', '/v1/health', undefined, 2_000)
   } catch (error) {
-    if (error instanceof ControlError && ['ERR_NODE_NOT_RUNNING', 'ERR_TIMEOUT'].includes(error.code))
+    // A node shutting down may reset the connection instead of refusing it.
+    if (
+      error instanceof ControlError &&
+      ['ERR_NODE_NOT_RUNNING', 'ERR_TIMEOUT', 'ERR_CONTROL'].includes(error.code)
+    )
       return null
     throw error
   }

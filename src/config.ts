@@ -44,6 +44,10 @@ export interface NodeConfig {
   capacityDiskMb: number
   /** The interface vnode egress leaves by (NATed there); '' = the default route's. */
   egressInterface: string
+  /** Range vclusters' subnets are carved from; used by `docklet init` only (a cluster setting). */
+  clusterNet: string
+  /** Where new vnodes go: 'spread' a vcluster over hosts, or 'pack' hosts full; used by `docklet init` only. */
+  placementPolicy: 'spread' | 'pack'
   /** Images the founding host builds in the background after `docklet init` (once). */
   initImages: Array<'busybox' | 'debian'>
 }
@@ -78,6 +82,8 @@ export function defaultNodeConfig(dataDir = DEFAULT_DATA_DIR): NodeConfig {
     capacityDiskMb: 0,
     egressInterface: '',
     initImages: ['busybox', 'debian'],
+    clusterNet: '172.16.0.0/16',
+    placementPolicy: 'spread',
   }
 }
 
@@ -149,6 +155,16 @@ export function validateNodeConfig(config: NodeConfig): NodeConfig {
   if (typeof config.egressInterface !== 'string' || !/^[A-Za-z0-9_.@-]{0,15}$/.test(config.egressInterface)) {
     throw new NodeConfigError(
       `egressInterface must be a network interface name (up to 15 characters) or empty, got "${String(config.egressInterface)}".`,
+    )
+  }
+  if (config.placementPolicy !== 'spread' && config.placementPolicy !== 'pack') {
+    throw new NodeConfigError(
+      `placementPolicy must be spread or pack, got "${String(config.placementPolicy)}".`,
+    )
+  }
+  if (!/^(\d{1,3}\.){3}\d{1,3}\/\d{1,2}$/.test(String(config.clusterNet))) {
+    throw new NodeConfigError(
+      `clusterNet must be an IPv4 range like 172.16.0.0/16, got "${String(config.clusterNet)}".`,
     )
   }
   if (

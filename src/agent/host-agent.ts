@@ -47,6 +47,20 @@ export const STOP_TIMEOUT_MS = 10_000
 export const RETRY_BACKOFF_MS_MIN = 1_000
 export const RETRY_BACKOFF_MS_MAX = 60_000
 export const HOSTS_FILE_TIMEOUT_MS = 10_000
+/** Container steps (create, start, stop, destroy, moves) run at once on one host. */
+export const VNODE_STEPS_AT_ONCE = 8
+
+/** Runs fn over items, at most `limit` at a time; fn must not throw. */
+async function forEachLimited<T>(items: T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
+  let next = 0
+  const worker = async () => {
+    while (next < items.length) {
+      const item = items[next++]!
+      await fn(item)
+    }
+  }
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker))
+}
 
 export interface MeshSource {
   view(): MeshView | null
@@ -238,7 +252,6 @@ export class HostAgent {
     }
     const fresh = this.#init.state.view
     await this.#convergeNetworks()
-    const reports: Command[] = []
     const mineNow = vnodesOn(fresh, this.#init.nodeId)
     const incomingNow = incomingOn(fresh, this.#init.nodeId)
     const wantedNow = new Set(
@@ -254,28 +267,30 @@ export class HostAgent {
         this.#hostsWritten.delete(name)
       })
     }
-    for (const { vcluster, vnode } of mineNow) {
-      const name = containerName(prefix, vcluster.id, vnode.index)
-      const report =
-        vnode.move !== undefined && vnode.desired !== 'deleted'
-          ? await this.#moveOut(name, vcluster, vnode, actual.get(name) ?? 'absent')
-          : await this.#convergeVnode(prefix, vcluster, vnode, actual.get(name) ?? 'absent')
-      if (report !== null) reports.push(report)
-    }
-    for (const { vcluster, vnode } of incomingNow) {
-      const name = containerName(prefix, vcluster.id, vnode.index)
-      const report = await this.#moveIn(prefix, name, vcluster, vnode, actual.get(name) ?? 'absent')
-      if (report !== null) reports.push(report)
-    }
-    if (orphans.length > 0) this.#dirty = true // networks of vclusters that left go on the next round
-    for (const report of reports) {
+    const report = async (command: Command | null): Promise<void> => {
+      if (command === null) return
       try {
-        await this.#init.submit(report)
+        await this.#init.submit(command)
       } catch (error) {
-        this.#log.debug({ error: (error as Error).message, report: report.type }, 'report not committed')
+        this.#log.debug({ error: (error as Error).message, report: command.type }, 'report not committed')
         this.#lastReport.clear()
       }
     }
+    // Containers are independent: converge several at once (each waits mostly on lxc and mount),
+    // and report each as soon as it is done, so a big vcluster's first vnodes show up early.
+    await forEachLimited(mineNow, VNODE_STEPS_AT_ONCE, async ({ vcluster, vnode }) => {
+      const name = containerName(prefix, vcluster.id, vnode.index)
+      await report(
+        vnode.move !== undefined && vnode.desired !== 'deleted'
+          ? await this.#moveOut(name, vcluster, vnode, actual.get(name) ?? 'absent')
+          : await this.#convergeVnode(prefix, vcluster, vnode, actual.get(name) ?? 'absent'),
+      )
+    })
+    await forEachLimited(incomingNow, VNODE_STEPS_AT_ONCE, async ({ vcluster, vnode }) => {
+      const name = containerName(prefix, vcluster.id, vnode.index)
+      await report(await this.#moveIn(prefix, name, vcluster, vnode, actual.get(name) ?? 'absent'))
+    })
+    if (orphans.length > 0) this.#dirty = true // networks of vclusters that left go on the next round
   }
 
   #networkChanged(): boolean {
@@ -486,11 +501,12 @@ export class HostAgent {
   ): Promise<Command | null> {
     const move = vnode.move!
     const failed = await this.#guard(name, async () => {
-      if ((await this.#init.images.get(move.image)) === null) {
+      await this.#shareFetch(move.image, async () => {
+        if ((await this.#init.images.get(move.image)) !== null) return
         if (this.#init.fetchImage === undefined)
           throw new Error(`the moved files of ${name} are on ${move.from} and this host cannot fetch images`)
         await this.#init.fetchImage(move.image, [move.from])
-      }
+      })
       const mesh = this.#init.mesh?.view() ?? null
       if (before === 'absent') {
         const user = this.#init.state.view.users[vcluster.owner]
@@ -556,7 +572,22 @@ export class HostAgent {
     if (result.exitCode === 0) this.#hostsWritten.set(name, json)
   }
 
-  async #ensureImage(hash: string): Promise<void> {
+  /** Fetches in flight, by image: vnodes created at once share one fetch. */
+  readonly #fetches = new Map<string, Promise<void>>()
+
+  #shareFetch(hash: string, fetch: () => Promise<void>): Promise<void> {
+    const inFlight = this.#fetches.get(hash)
+    if (inFlight !== undefined) return inFlight
+    const started = fetch().finally(() => this.#fetches.delete(hash))
+    this.#fetches.set(hash, started)
+    return started
+  }
+
+  #ensureImage(hash: string): Promise<void> {
+    return this.#shareFetch(hash, () => this.#ensureImageOnce(hash))
+  }
+
+  async #ensureImageOnce(hash: string): Promise<void> {
     if ((await this.#init.images.get(hash)) !== null) return
     const image = this.#init.state.view.images[hash]
     if (image === undefined) throw new Error(`image ${hash.slice(0, 12)} is not in the cluster's image list`)

@@ -48,4 +48,6 @@ export interface ApiBackend {
   ): Promise<{ id: string }>
   /** Builds one of docklet's own images on this host and registers it (owner: the admin, public). */
   buildImage(kind: ImageKind, onProgress?: (progress: Progress) => void): Promise<{ id: string }>
+  /** Builds running on this node and their latest step (for progress output). */
+  imageBuilds?(): Array<{ kind: ImageKind; step: string; startedAt: number }>
 }

@@ -25,6 +25,7 @@ import { registerImageRoutes } from './routes-images.ts'
 import { registerSessionRoutes } from './routes-session.ts'
 import { registerUserRoutes } from './routes-users.ts'
 import { registerVclusterRoutes } from './routes-vclusters.ts'
+import { registerUiStatic, type UiStaticOptions } from './ui-static.ts'
 
 export const apiPrefix = '/api/v1'
 /** Request bodies are small JSON documents; nothing the API takes needs more. */
@@ -148,9 +149,12 @@ export function buildApi(options: ApiOptions & { info?: OpenApiInfo }): FastifyP
   }
 }
 
-/** The portal's app: the API with sessions in cookies and CSRF checks, not yet listening. */
-export function buildApiServer(options: Omit<ApiOptions, 'mode'> & { info?: OpenApiInfo }): FastifyInstance {
+/** The portal's app: the API with sessions in cookies and CSRF checks, and the browser app; not yet listening. */
+export function buildApiServer(
+  options: Omit<ApiOptions, 'mode'> & { info?: OpenApiInfo; ui?: UiStaticOptions },
+): FastifyInstance {
   const app = Fastify(apiFastifyOptions)
   void app.register(buildApi({ ...options, mode: 'portal' }))
+  registerUiStatic(app, options.ui)
   return app
 }

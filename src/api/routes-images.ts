@@ -93,6 +93,29 @@ export function registerImageRoutes(app: FastifyInstance, context: ApiContext): 
     },
   )
 
+  app.get(
+    '/images/builds',
+    {
+      config: { access: 'admin' },
+      schema: routeSchema({
+        summary: 'Image builds running on this node, with the step each is at (admin).',
+        response: {
+          200: closedObject({
+            builds: {
+              type: 'array',
+              items: closedObject({
+                kind: { type: 'string' },
+                step: { type: 'string' },
+                startedAt: { type: 'integer' },
+              }),
+            },
+          }),
+        },
+      }),
+    },
+    async () => ({ builds: context.backend.imageBuilds?.() ?? [] }),
+  )
+
   for (const action of ['share', 'unshare'] as const) {
     app.post<{ Params: { id: string } }>(
       `/images/:id/${action}`,

@@ -57,6 +57,9 @@ export function readSession(keyHex: string, token: string): SessionClaims | null
   if (payload === undefined || signature === undefined || extra !== undefined) return null
   const expected = mac(keyHex, MAC_CONTEXT, payload)
   const given = Buffer.from(signature, 'base64url')
+  // Only the one canonical spelling of the signature counts (base64's spare low bits could
+  // otherwise be flipped and still decode to the same bytes).
+  if (given.toString('base64url') !== signature) return null
   if (given.length !== expected.length || !timingSafeEqual(given, expected)) return null
   let raw: unknown
   try {

@@ -323,6 +323,10 @@ export class DockletNode {
       )
   }
 
+  imageBuilds() {
+    return [...(this.vnodes?.builds.values() ?? [])].map((build) => ({ ...build }))
+  }
+
   buildImage(kind: ImageKind, onProgress?: (progress: Progress) => void) {
     const admin = Object.values(this.state.view.users).find((user) => user.role === 'admin')
     return this.requireVnodes().buildImage(kind, admin?.name ?? 'admin', onProgress)
@@ -646,6 +650,7 @@ export class DockletNode {
           },
           settings: { maxVoters: this.config.maxVoters, offlineThresholdMs: this.config.offlineThresholdMs },
           mesh: { network: this.config.meshNetwork },
+          allocation: { clusterNet: this.config.clusterNet, policy: this.config.placementPolicy },
         }),
       )
       if (!result.ok) throw new StateError(result.error.code, result.error.message)

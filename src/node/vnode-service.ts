@@ -292,6 +292,31 @@ export class VnodeService {
     owner: string,
     onProgress?: (progress: Progress) => void,
   ): Promise<{ id: string }> {
+    if (this.builds.has(kind))
+      throw new StateError(
+        'ERR_BUILD_RUNNING',
+        `The ${kind} image is being built on this host already; wait for it.`,
+      )
+    const build = { kind, step: `building the ${kind} image`, startedAt: Date.now() }
+    this.builds.set(kind, build)
+    try {
+      return await this.#build(kind, owner, (progress) => {
+        build.step = progress.step
+        onProgress?.(progress)
+      })
+    } finally {
+      this.builds.delete(kind)
+    }
+  }
+
+  /** Builds running here, by kind, with their latest step. */
+  readonly builds = new Map<ImageKind, { kind: ImageKind; step: string; startedAt: number }>()
+
+  async #build(
+    kind: ImageKind,
+    owner: string,
+    onProgress: (progress: Progress) => void,
+  ): Promise<{ id: string }> {
     const builder = new ImageBuilder({ store: this.images, runner: this.runner })
     onProgress?.({ step: `building the ${kind} image` })
     const manifest =

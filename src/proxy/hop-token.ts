@@ -60,6 +60,7 @@ export function verifyHop(keyHex: string, token: string, expect: HopExpectation)
   if (payload === undefined || signature === undefined || extra !== undefined) return null
   const expected = mac(keyHex, payload)
   const given = Buffer.from(signature, 'base64url')
+  if (given.toString('base64url') !== signature) return null // only the canonical spelling counts
   if (given.length !== expected.length || !timingSafeEqual(given, expected)) return null
   let raw: { t?: unknown; u?: unknown; p?: unknown; e?: unknown }
   try {

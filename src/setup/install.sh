@@ -3,7 +3,8 @@
 #
 #   sudo bash src/setup/install.sh [--data-dir D] [--listen ADDR] [--advertise ADDR] [--portal ADDR]
 #
-# 1. dependencies (src/setup/ensure-deps.sh: Node >= 22, npm packages);
+# 1. dependencies (src/setup/ensure-deps.sh: Node >= 22, npm packages) and
+#    the portal's browser app (ui/dist, as `npm run build:ui` builds it);
 # 2. /usr/local/bin/docklet, a small wrapper that runs this checkout's CLI
 #    with the right node;
 # 3. the systemd unit docklet.service (from src/setup/docklet.service);
@@ -74,6 +75,10 @@ fi
 node_bin=$(command -v node) || fail 'no node on PATH after installing the dependencies.'
 node_major=$("$node_bin" -p 'process.versions.node.split(".")[0]')
 [ "$node_major" -ge 22 ] || fail "$node_bin is Node $("$node_bin" --version); docklet needs Node 22 or newer (run src/setup/ensure-deps.sh)."
+
+# The browser app (ui/ -> ui/dist), which the node serves at / on its portal.
+log 'building the portal (npm run build:ui)'
+(cd "$root" && "$node_bin" ui/build.ts >&2) || fail 'building the portal failed (see above); the node would serve only the API. Fix it and run this again.'
 
 # 2. The wrapper: the node from $node_prefix if present (ensure-deps puts Node
 # 24 there when the system's is too old), else the one found now, else `node`.

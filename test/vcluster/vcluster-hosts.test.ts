@@ -351,7 +351,7 @@ describe.skipIf(missing !== null)(`vclusters on ${HOSTS} simulated hosts with re
   )
 
   it(
-    'saves a vnode as an image and starts a new vcluster from it with the saved file',
+    'saves a vnode as an image; a vcluster from it has the saved file, also after stop and start',
     async () => {
       const write = await vexec(0, 'web', 2, 'alice', ['sh', '-c', 'echo kept > /root/note'])
       expect(write.exitCode).toBe(0)
@@ -359,6 +359,12 @@ describe.skipIf(missing !== null)(`vclusters on ${HOSTS} simulated hosts with re
       await c().cli(0, ['vcluster', 'create', 'copy', '--image', 'snap', '--user', 'alice'])
       const read = await vexec(1, 'copy', 0, 'alice', ['cat', '/root/note'])
       expect(read.stdout.trim()).toBe('kept')
+      // Stopped, the vnode keeps its files; started again, it runs with them.
+      const stopped = await c().cli<VclusterView>(2, ['vcluster', 'stop', 'copy', '--user', 'alice'])
+      expect(stopped.vnodes.map((v) => v.observed)).toEqual(['stopped'])
+      const started = await c().cli<VclusterView>(2, ['vcluster', 'start', 'copy', '--user', 'alice'])
+      expect(started.vnodes.map((v) => v.observed)).toEqual(['running'])
+      expect((await vexec(0, 'copy', 0, 'alice', ['cat', '/root/note'])).stdout.trim()).toBe('kept')
       await c().cli(0, ['vcluster', 'delete', 'copy', '--user', 'alice'])
     },
     STEP_TIMEOUT_MS,
