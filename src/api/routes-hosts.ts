@@ -25,6 +25,24 @@ const drainedSchema = {
 }
 
 export function registerHostRoutes(app: FastifyInstance, context: ApiContext): void {
+  /** A member by its id, the end of its id (as `docklet status` shows it) or its host name, if unique. */
+  const resolveHost = (given: string): string => {
+    const hosts = hostViews(context.data)
+    if (hosts.some((host) => host.id === given)) return given
+    const matches = hosts.filter(
+      (host) => (given.length >= 6 && host.id.endsWith(given)) || host.name === given,
+    )
+    if (matches.length === 1) return matches[0]!.id
+    if (matches.length > 1)
+      throw new ApiError(
+        'ERR_BAD_REQUEST',
+        `"${given}" names ${matches.length} hosts (${matches.map((host) => host.id.slice(-12)).join(', ')}); give more of the id.`,
+      )
+    throw new ApiError(
+      'ERR_MEMBER_NOT_FOUND',
+      `No member has the id or name ${given}; \`docklet status\` lists them.`,
+    )
+  }
   const hostView = (id: string) => {
     const view = hostViews(context.data).find((host) => host.id === id)
     if (view === undefined) throw new ApiError('ERR_MEMBER_NOT_FOUND', `No member has the id ${id}.`)
@@ -58,8 +76,7 @@ export function registerHostRoutes(app: FastifyInstance, context: ApiContext): v
       }),
     },
     async (request) => {
-      const { id } = request.params
-      hostView(id)
+      const id = resolveHost(request.params.id)
       const evacuate = request.body.evacuate === true
       const result = await context.submit({
         type: 'host.drain',
@@ -89,7 +106,7 @@ export function registerHostRoutes(app: FastifyInstance, context: ApiContext): v
       }),
     },
     async (request) => {
-      const { id } = request.params
+      const id = resolveHost(request.params.id)
       hostView(id)
       await context.submit({ type: 'host.undrain', at: 0, host: id })
       await context.settle(() => context.data.hosts[id]?.drained !== true)

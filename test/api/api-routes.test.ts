@@ -494,6 +494,15 @@ describe('hosts and members (admin)', () => {
     })
     const missing = await send(app, admin, { method: 'POST', url: '/api/v1/hosts/nope/drain' })
     expect(errorOf(missing)).toMatchObject({ status: 404, code: 'ERR_MEMBER_NOT_FOUND' })
+    // As people type them: the host name, or the end of the id that `docklet status` shows.
+    const byName = await send(app, admin, { method: 'POST', url: '/api/v1/hosts/host-a/undrain' })
+    expect(byName.json()).toMatchObject({ id: 'node-a', drained: false })
+    const bySuffix = await send(app, admin, {
+      method: 'POST',
+      url: '/api/v1/hosts/node-a/drain',
+      payload: {},
+    })
+    expect(bySuffix.json()).toMatchObject({ id: 'node-a', drained: true })
   })
 
   it('answers the members from the backend status', async () => {
