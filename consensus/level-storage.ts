@@ -20,6 +20,20 @@
 // was copied into the batch, the write-ahead log and the memtable at once,
 // which more than doubled a node's peak memory. LevelDB ignores the
 // subdirectory, and it moves with the store (admin recover renames it).
+//
+// A compaction writes and fsyncs its snapshot file before it joins the write
+// queue, so the saves Raft issues meanwhile are not held up behind tens of MB
+// of disk writes; its small batch then runs in turn. It may therefore land
+// after saves issued later, which is safe because a node compacts only
+// committed entries (never truncated), and a compaction that a newer snapshot
+// overtook meanwhile does nothing. Snapshot data is written from the
+// caller's buffer, not a copy: it must not change once handed over.
+//
+// The entries a snapshot covers are not deleted in its batch (ten thousand
+// deletes took some 30 ms of the event loop to hand to LevelDB) but by a
+// range clear that LevelDB runs on its own thread after the batch. Entries
+// at or below the snapshot's index are never read again, and open() drops
+// any that a crash left behind.
 
 import { mkdir, open, readdir, readFile, rename, rm } from 'node:fs/promises'
 import { join } from 'node:path'
@@ -117,11 +131,20 @@ export class LevelLogStorage implements LogStorage {
   /** Set by a failed batch: its effect on disk is unknown, so the in-memory bounds may be wrong and nothing more runs. */
   #failure: StorageError | null = null
   #closed = false
+  /** The snapshot file the stored meta points to (null without a snapshot). */
+  #snapshotFile: string | null
+  /** Files of compactions still being written (by name, with a count): clean-up leaves them alone. */
+  readonly #filesInProgress = new Map<string, number>()
+  /** Compactions writing their file before they join the queue; close() waits for them. */
+  readonly #preparing = new Set<Promise<void>>()
+  /** Range clears of entries that stored snapshots cover; close() waits for them. */
+  readonly #clearing = new Set<Promise<void>>()
 
-  private constructor(path: string, db: Db, bounds: LogBounds, writesQueuedMax: number) {
+  private constructor(path: string, db: Db, head: StoredHead, writesQueuedMax: number) {
     this.path = path
     this.#db = db
-    this.#bounds = bounds
+    this.#bounds = head.bounds
+    this.#snapshotFile = head.snapshotFile
     this.#writesQueuedMax = writesQueuedMax
   }
 
@@ -143,7 +166,7 @@ export class LevelLogStorage implements LogStorage {
       throw new StorageError(path, 'open the database', { cause })
     }
     try {
-      return new LevelLogStorage(path, db, await readBounds(db, path), writesQueuedMax)
+      return new LevelLogStorage(path, db, await readStoredHead(db, path), writesQueuedMax)
     } catch (error) {
       await db.close().catch(() => {})
       throw error
@@ -159,18 +182,74 @@ export class LevelLogStorage implements LogStorage {
     return this.#enqueue('save', () => this.#write(planWrite(this.#bounds, frozen.update), frozen, 'save'))
   }
 
-  async compact(snapshot: Snapshot): Promise<void> {
+  /**
+   * Writes the snapshot's file first, outside the queue, then drops the
+   * entries it covers in one synced batch queued behind the saves issued
+   * meanwhile. Does nothing if a snapshot at the same or a later index was
+   * stored in the meantime.
+   */
+  compact(snapshot: Snapshot): Promise<void> {
+    const operation = 'compact the log'
+    try {
+      this.#admit(operation)
+    } catch (error) {
+      return Promise.reject(error)
+    }
     const frozen = freeze({ hardState: null, entries: [], snapshot })
-    return this.#enqueue('compact the log', () =>
-      this.#write(planCompact(this.#bounds, frozen.update.snapshot!), frozen, 'compact the log'),
+    const frozenSnapshot = frozen.update.snapshot!
+    const file = snapshotFileName(frozenSnapshot.meta)
+    // Kept out of clean-ups from now until its batch has run (or failed).
+    this.#filesInProgress.set(file, (this.#filesInProgress.get(file) ?? 0) + 1)
+    let released = false
+    const release = () => {
+      if (released) return
+      released = true
+      const count = this.#filesInProgress.get(file) ?? 1
+      if (count <= 1) this.#filesInProgress.delete(file)
+      else this.#filesInProgress.set(file, count - 1)
+    }
+    const written = (async () => {
+      try {
+        if (this.#failure !== null) throw this.#failure
+        await writeSnapshotFile(this.path, frozenSnapshot)
+      } catch (cause) {
+        this.#queued--
+        if (cause instanceof StorageError) throw cause
+        // Nothing in LevelDB changed: the log is intact and the store stays usable.
+        throw new StorageError(this.path, operation, { cause })
+      }
+    })()
+    const done = written
+      .then(() =>
+        this.#chain(async () => {
+          if (frozenSnapshot.meta.index <= this.#bounds.snapshotIndex) {
+            // Overtaken by a snapshot from the leader: keep that one.
+            release()
+            if (file !== this.#snapshotFile) await this.#removeSnapshotFiles()
+            return
+          }
+          await this.#write(planCompact(this.#bounds, frozenSnapshot), frozen, operation, {
+            fileWritten: true,
+          })
+        }),
+      )
+      .finally(release)
+    const settled = done.then(
+      () => {},
+      () => {},
     )
+    this.#preparing.add(settled)
+    void settled.then(() => this.#preparing.delete(settled))
+    return done
   }
 
   /** Waits for queued writes, then closes the database. */
   async close(): Promise<void> {
     if (this.#closed) return
     this.#closed = true
+    await Promise.all(this.#preparing)
     await this.#tail
+    await Promise.all(this.#clearing)
     try {
       await this.#db.close()
     } catch (cause) {
@@ -179,20 +258,33 @@ export class LevelLogStorage implements LogStorage {
   }
 
   #enqueue<T>(operation: string, run: () => Promise<T>): Promise<T> {
+    try {
+      this.#admit(operation)
+    } catch (error) {
+      return Promise.reject(error)
+    }
+    return this.#chain(run)
+  }
+
+  /** Counts one more operation against writesQueuedMax, or throws if it may not run. */
+  #admit(operation: string): void {
     if (this.#closed) {
-      return Promise.reject(
-        new StorageError(this.path, operation, { reason: 'it is closed.', hint: 'Open it again to use it.' }),
-      )
+      throw new StorageError(this.path, operation, {
+        reason: 'it is closed.',
+        hint: 'Open it again to use it.',
+      })
     }
     if (this.#queued >= this.#writesQueuedMax) {
-      return Promise.reject(
-        new StorageError(this.path, operation, {
-          reason: `${this.#queued} operations are already queued (writesQueuedMax).`,
-          hint: 'Wait for earlier saves to finish before issuing more.',
-        }),
-      )
+      throw new StorageError(this.path, operation, {
+        reason: `${this.#queued} operations are already queued (writesQueuedMax).`,
+        hint: 'Wait for earlier saves to finish before issuing more.',
+      })
     }
     this.#queued++
+  }
+
+  /** Runs an admitted operation after the ones before it. */
+  #chain<T>(run: () => Promise<T>): Promise<T> {
     const result = this.#tail.then(async () => {
       try {
         if (this.#failure !== null) throw this.#failure
@@ -208,15 +300,22 @@ export class LevelLogStorage implements LogStorage {
     return result
   }
 
-  async #write(plan: WritePlan, frozen: FrozenWrite, operation: string): Promise<void> {
+  async #write(
+    plan: WritePlan,
+    frozen: FrozenWrite,
+    operation: string,
+    options: { fileWritten?: boolean } = {},
+  ): Promise<void> {
     const ops: BatchOp[] = []
-    for (const range of [plan.covered, plan.truncated]) {
-      for (let index = range.from; index <= range.to; index++) ops.push({ type: 'del', key: entryKey(index) })
+    // A conflicting suffix goes in the same batch: its stale entries must never outlive the new ones.
+    const { truncated, covered } = plan
+    for (let index = truncated.from; index <= truncated.to; index++) {
+      ops.push({ type: 'del', key: entryKey(index) })
     }
     for (const put of frozen.puts) ops.push(put)
     const snapshot = frozen.update.snapshot
     try {
-      if (snapshot !== null) await writeSnapshotFile(this.path, snapshot)
+      if (snapshot !== null && options.fileWritten !== true) await writeSnapshotFile(this.path, snapshot)
       await this.#db.batch(ops, { sync: true })
     } catch (cause) {
       this.#failure = new StorageError(this.path, operation, {
@@ -226,7 +325,36 @@ export class LevelLogStorage implements LogStorage {
       throw this.#failure
     }
     this.#bounds = plan.next
-    if (snapshot !== null) await removeSnapshotFilesExcept(this.path, snapshotFileName(snapshot.meta))
+    if (covered.from <= covered.to) this.#clearCovered(covered.from, covered.to)
+    if (snapshot !== null) {
+      this.#snapshotFile = snapshotFileName(snapshot.meta)
+      await this.#removeSnapshotFiles()
+    }
+  }
+
+  /** Deletes entries from..to, which the stored snapshot covers, on LevelDB's thread. */
+  #clearCovered(from: number, to: number): void {
+    const clearing = this.#db.clear({ gte: entryKey(from), lte: entryKey(to) }).catch(() => {
+      // Left for the next open() to drop: nothing reads entries a snapshot covers.
+    })
+    this.#clearing.add(clearing)
+    void clearing.then(() => this.#clearing.delete(clearing))
+  }
+
+  /** Drops snapshot files the store no longer points to (best effort: leftovers are harmless). */
+  async #removeSnapshotFiles(): Promise<void> {
+    const dir = join(this.path, SNAPSHOT_DIR)
+    try {
+      for (const name of await readdir(dir)) {
+        if (name === this.#snapshotFile) continue
+        // A compaction still writing this file (or its temporary one) will point to it soon.
+        const final = name.endsWith('.tmp') ? name.slice(0, name.lastIndexOf('.', name.length - 5)) : name
+        if (this.#filesInProgress.has(final)) continue
+        await rm(join(dir, name), { force: true })
+      }
+    } catch {
+      // A failed clean-up leaves an unused file; the next snapshot retries.
+    }
   }
 
   async #load(): Promise<PersistedState> {
@@ -236,7 +364,9 @@ export class LevelLogStorage implements LogStorage {
     const damaged = (reason: string) =>
       new StorageError(this.path, 'load the log', { reason, hint: DAMAGE_HINT })
     try {
-      for await (const [key, value] of this.#db.iterator(ENTRY_KEYS)) {
+      // From the first entry after the snapshot: covered ones may still be waiting for their range clear.
+      const range = { gte: entryKey(snapshotIndex + 1), lt: ENTRY_KEYS.lt }
+      for await (const [key, value] of this.#db.iterator(range)) {
         const index = entryKeyIndex(key)
         if (index === null)
           throw damaged(`an entry key has ${key.length} bytes instead of ${ENTRY_KEY_BYTES}.`)
@@ -295,9 +425,9 @@ function freeze(update: StorageUpdate): FrozenWrite {
   let frozenSnapshot: Snapshot | null = null
   if (snapshot !== null) {
     const meta = encodeSnapshotMeta(snapshot.meta)
-    // Copied: the write happens later, and a caller changing its buffer
-    // meanwhile must not change what is stored.
-    frozenSnapshot = { meta: { ...snapshot.meta }, data: new Uint8Array(snapshot.data) }
+    // The data is not copied: it can be tens of MB (a copy stalls the event
+    // loop and doubles the memory), and snapshot data never changes once made.
+    frozenSnapshot = { meta: { ...snapshot.meta }, data: snapshot.data }
     puts.push({ type: 'put', key: SNAPSHOT_META_KEY, value: meta })
     puts.push({
       type: 'put',
@@ -370,36 +500,44 @@ function snapshotFileName(meta: SnapshotMeta): string {
   return `snapshot-${meta.index}-${meta.term}.bin`
 }
 
-/** Writes a snapshot's data durably: temp file, fsync, rename, fsync of the directory. */
+let tempFileCount = 0
+
+/**
+ * Bytes of a snapshot file written between two syncs (RocksDB's
+ * bytes_per_sync). Tens of MB of dirty pages synced at once hold up every
+ * other sync on the file system meanwhile, Raft's own log writes included.
+ */
+const SNAPSHOT_SYNC_BYTES = 1024 * 1024
+
+/** Writes a snapshot's data durably: temp file, fsync, rename, fsync of the directory. All of it off the event loop. */
 async function writeSnapshotFile(path: string, snapshot: Snapshot): Promise<void> {
   const dir = join(path, SNAPSHOT_DIR)
   const final = join(dir, snapshotFileName(snapshot.meta))
-  const temp = `${final}.tmp`
+  // <final>.<n>.tmp: two writers of the same snapshot never share a temporary file.
+  const temp = `${final}.${++tempFileCount}.tmp`
   const file = await open(temp, 'w', 0o600)
   try {
-    await file.writeFile(snapshot.data)
-    await file.datasync()
-  } finally {
-    await file.close()
+    const { data } = snapshot
+    let offset = 0
+    while (offset < data.length) {
+      const end = Math.min(data.length, offset + SNAPSHOT_SYNC_BYTES)
+      const { bytesWritten } = await file.write(data, offset, end - offset, offset)
+      offset += bytesWritten
+      await file.datasync()
+    }
+    if (data.length === 0) await file.datasync()
+  } catch (error) {
+    await file.close().catch(() => {})
+    await rm(temp, { force: true })
+    throw error
   }
+  await file.close()
   await rename(temp, final)
   const handle = await open(dir, 'r')
   try {
     await handle.sync()
   } finally {
     await handle.close()
-  }
-}
-
-/** Drops snapshot files the store no longer points to (best effort: leftovers are harmless). */
-async function removeSnapshotFilesExcept(path: string, keep: string): Promise<void> {
-  const dir = join(path, SNAPSHOT_DIR)
-  try {
-    for (const name of await readdir(dir)) {
-      if (name !== keep) await rm(join(dir, name), { force: true })
-    }
-  } catch {
-    // A failed clean-up leaves an unused file; the next snapshot retries.
   }
 }
 
@@ -432,30 +570,42 @@ async function boundaryIndex(db: Db, path: string, reverse: boolean): Promise<nu
   return index
 }
 
+/** What open() reads: the log's bounds and the snapshot file the store points to. */
+interface StoredHead {
+  bounds: LogBounds
+  snapshotFile: string | null
+}
+
 /** Reads where the log starts and ends; load() later checks everything in between. */
-async function readBounds(db: Db, path: string): Promise<LogBounds> {
-  // Snapshot data can be large and is not needed for the bounds: read only the meta.
+async function readStoredHead(db: Db, path: string): Promise<StoredHead> {
+  // Snapshot data can be large and is not needed for the bounds: read the meta and the file's name.
   let values: (Uint8Array | undefined)[]
   try {
-    values = await db.getMany([HARD_STATE_KEY, SNAPSHOT_META_KEY])
+    values = await db.getMany([HARD_STATE_KEY, SNAPSHOT_META_KEY, SNAPSHOT_DATA_KEY])
   } catch (cause) {
     throw new StorageError(path, 'read the hard state and snapshot meta', { cause })
   }
   const hardState = decodeHard(path, values[0])
   const snapshotIndex = decodeMeta(path, values[1])?.index ?? 0
-  const first = await boundaryIndex(db, path, false)
+  let first = await boundaryIndex(db, path, false)
+  if (first !== null && first <= snapshotIndex) {
+    // Covered by the snapshot and left by a range clear that a crash cut short.
+    try {
+      await db.clear({ gte: entryKey(first), lte: entryKey(snapshotIndex) })
+    } catch (cause) {
+      throw new StorageError(path, 'drop the entries the snapshot covers', { cause })
+    }
+    first = await boundaryIndex(db, path, false)
+  }
   const last = await boundaryIndex(db, path, true)
   const damaged = (reason: string) => new StorageError(path, 'open the log', { reason, hint: DAMAGE_HINT })
   if (first !== null && first !== snapshotIndex + 1) {
-    throw damaged(
-      first <= snapshotIndex
-        ? `entry ${first} is still stored although the snapshot covers up to ${snapshotIndex}.`
-        : `entries ${snapshotIndex + 1}..${first - 1} are missing (the log starts at ${first}).`,
-    )
+    throw damaged(`entries ${snapshotIndex + 1}..${first - 1} are missing (the log starts at ${first}).`)
   }
   const lastIndex = last ?? snapshotIndex
   if (hardState.commit > lastIndex) {
     throw damaged(`the commit index ${hardState.commit} is past the last stored index ${lastIndex}.`)
   }
-  return { hardState, snapshotIndex, lastIndex }
+  const snapshotFile = values[2] === undefined ? null : new TextDecoder().decode(values[2])
+  return { bounds: { hardState, snapshotIndex, lastIndex }, snapshotFile }
 }

@@ -34,6 +34,8 @@ export class MemoryLogStorage implements LogStorage {
 
   async compact(snapshot: Snapshot): Promise<void> {
     this.#assertOpen('compact')
+    // Overtaken by a snapshot from the leader (see LogStorage.compact): keep that one.
+    if (snapshot.meta.index <= this.#bounds.snapshotIndex) return
     this.#apply(planCompact(this.#bounds, snapshot), snapshot, [])
   }
 

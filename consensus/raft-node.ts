@@ -4,6 +4,13 @@
 // advance — and only one Ready is in flight at a time, so proposals that
 // arrive while a batch is being synced are appended and synced together
 // (group commit: one fsync for many proposals).
+//
+// Snapshots for log compaction are built and written in the background, one
+// at a time, while the node goes on appending, applying and serving: the
+// state machine captures its state at the applied index (snapshotAsync, when
+// it offers one, encodes it in slices), the data is written to storage
+// without holding up the saves behind it, and only then is the log compacted
+// up to that index. Raft's timers never wait behind a snapshot.
 
 import type { Clock, Rng } from './clock.ts'
 import { decodeConfChange, decodeMessage, encodeConfChange, encodeMessage } from './codec.ts'
@@ -27,6 +34,7 @@ import {
   type Ready,
   Role,
   type Snapshot,
+  type SnapshotMeta,
 } from './types.ts'
 
 export interface RaftEvent {
@@ -113,7 +121,17 @@ export class RaftNode<R = unknown> {
    * heartbeat acknowledgements by context.
    */
   private readonly readNonce: number
+  /** Index of the latest snapshot this node holds durably (taken here or received from the leader). */
   private lastSnapshotIndex: number
+  /**
+   * Highest snapshot index handed to storage, taken here or received: a
+   * snapshot being built at or below it is obsolete and is dropped.
+   */
+  private newestSnapshotIndex: number
+  /** The snapshot being built and written in the background (at most one); settles without rejecting. */
+  private snapshotTask: Promise<void> | null = null
+  /** Aborted by stop(): tells the state machine to give up encoding. */
+  private readonly snapshotAbort = new AbortController()
   /** The hard state last handed out by the core, and the one last written with sync. */
   private hardState: HardState
   private syncedHardState: HardState
@@ -132,6 +150,7 @@ export class RaftNode<R = unknown> {
     this.onEvent = init.onEvent ?? (() => {})
     this.onConfChange = init.onConfChange
     this.lastSnapshotIndex = snapshotIndex
+    this.newestSnapshotIndex = snapshotIndex
     const status = core.status()
     this.hardState = { term: status.term, vote: status.vote, commit: status.commit }
     this.syncedHardState = this.hardState
@@ -175,12 +194,16 @@ export class RaftNode<R = unknown> {
     this.schedule()
   }
 
+  /** Stops the node; a snapshot being built is abandoned, one being written finishes first. */
   async stop(): Promise<void> {
     if (this.stopped) return
     this.stopped = true
     this.stopTicker?.()
     this.stopTicker = null
+    this.snapshotAbort.abort()
     await this.loopDone
+    // Once stop() returns, nothing of this node touches the storage any more.
+    await this.snapshotTask
     this.failAll(new StoppedError())
   }
 
@@ -425,6 +448,9 @@ export class RaftNode<R = unknown> {
     //    change of the commit index alone is not worth an fsync (etcd's
     //    MustSync): it rides along with the next write, and a node that
     //    loses it on a crash learns it again from the leader.
+    if (ready.snapshot !== null) {
+      this.newestSnapshotIndex = Math.max(this.newestSnapshotIndex, ready.snapshot.meta.index)
+    }
     if (ready.entries.length > 0 || ready.snapshot !== null || termOrVoteChanged) {
       await this.storage.save({ hardState, entries: ready.entries, snapshot: ready.snapshot })
       this.syncedHardState = hardState
@@ -436,7 +462,7 @@ export class RaftNode<R = unknown> {
     // 3. Apply.
     if (ready.snapshot !== null) {
       this.stateMachine.restore(ready.snapshot.data)
-      this.lastSnapshotIndex = ready.snapshot.meta.index
+      this.lastSnapshotIndex = Math.max(this.lastSnapshotIndex, ready.snapshot.meta.index)
       this.failPendingUpTo(ready.snapshot.meta.index)
       this.onEvent({ type: 'snapshot-restored', index: ready.snapshot.meta.index })
     }
@@ -451,7 +477,7 @@ export class RaftNode<R = unknown> {
     // 4. Advance.
     this.core.advance(ready)
     this.completeReads()
-    await this.maybeSnapshot()
+    this.maybeSnapshot()
   }
 
   /** Sends messages: only leader replication ones (early=true), all but those (false), or all (null). */
@@ -509,19 +535,54 @@ export class RaftNode<R = unknown> {
     }
   }
 
-  private async maybeSnapshot(): Promise<void> {
+  /** Starts a snapshot at the applied index when enough entries were applied since the last one. */
+  private maybeSnapshot(): void {
+    if (this.snapshotTask !== null || this.stopped) return
     const applied = this.core.log.applied
     if (applied - this.lastSnapshotIndex < this.config.snapshotEntries) return
+    if (applied <= this.newestSnapshotIndex) return
     const term = this.core.log.term(applied)
     if (term === undefined) return
-    const snapshot: Snapshot = {
-      meta: { index: applied, term, confState: this.core.getConfState() },
-      data: this.stateMachine.snapshot(),
+    // Everything up to `applied` has been applied (and nothing after it):
+    // the state machine captures exactly this state before buildSnapshot's first await.
+    const meta: SnapshotMeta = { index: applied, term, confState: this.core.getConfState() }
+    const task = this.buildSnapshot(meta).catch((error: unknown) => {
+      if (!this.stopped) this.fail(error as Error)
+    })
+    this.snapshotTask = task
+    void task.finally(() => {
+      if (this.snapshotTask === task) this.snapshotTask = null
+    })
+  }
+
+  private async buildSnapshot(meta: SnapshotMeta): Promise<void> {
+    const startedMs = this.clock.nowMs()
+    const { snapshotAsync } = this.stateMachine
+    const data =
+      snapshotAsync === undefined
+        ? this.stateMachine.snapshot()
+        : await snapshotAsync.call(this.stateMachine, { signal: this.snapshotAbort.signal })
+    if (this.stopped) return
+    // A snapshot from the leader may have replaced the log while this one was encoded.
+    if (meta.index <= this.newestSnapshotIndex) {
+      this.onEvent({ type: 'snapshot-dropped', index: meta.index, newer: this.newestSnapshotIndex })
+      return
     }
-    this.core.compact(snapshot, Math.max(0, applied - this.config.compactionKeepEntries))
-    this.lastSnapshotIndex = applied
+    this.newestSnapshotIndex = meta.index
+    const encodedMs = this.clock.nowMs()
+    const snapshot: Snapshot = { meta, data }
+    // Only up to the index the snapshot was taken at (minus the tail kept for
+    // slow followers), however far the node has applied since.
+    this.core.compact(snapshot, Math.max(0, meta.index - this.config.compactionKeepEntries))
     await this.storage.compact(snapshot)
-    this.onEvent({ type: 'snapshot-taken', index: applied, bytes: snapshot.data.length })
+    this.lastSnapshotIndex = Math.max(this.lastSnapshotIndex, meta.index)
+    this.onEvent({
+      type: 'snapshot-taken',
+      index: meta.index,
+      bytes: data.length,
+      encodeMs: encodedMs - startedMs,
+      writeMs: this.clock.nowMs() - encodedMs,
+    })
   }
 
   // --------------------------------------------------------- bookkeeping
@@ -586,6 +647,7 @@ export class RaftNode<R = unknown> {
     this.stopped = true
     this.stopTicker?.()
     this.stopTicker = null
+    this.snapshotAbort.abort()
     this.failAll(error)
   }
 }

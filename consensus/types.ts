@@ -188,7 +188,14 @@ export interface LogStorage {
    * at or after the first new index).
    */
   save(update: StorageUpdate): Promise<void>
-  /** Records a snapshot the node took itself and drops entries up to and including its index. */
+  /**
+   * Records a snapshot the node took itself and drops entries up to and
+   * including its index, which must all be committed. It may complete after
+   * saves issued later (its data is written first, without holding them up);
+   * if a snapshot at the same or a later index is stored by then, it does
+   * nothing. Snapshot data (here and in save) is not copied: it must not
+   * change once handed over.
+   */
   compact(snapshot: Snapshot): Promise<void>
   close(): Promise<void>
 }

@@ -6,6 +6,13 @@
 // closed-loop writes at each client count, failover time after SIGKILL of the
 // leader, and peak RSS per member. Prints a table, then one JSON line (also
 // written to bench/results/raft.json). Progress goes to stderr.
+//
+// Diagnostics: DOCKLET_BENCH_NODE_ARGS adds Node flags to every docklet member
+// (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof"), and DOCKLET_BENCH_LOG_DIR makes
+// each member append its whole log there (Raft events with snapshot timings,
+// event-loop stalls of 30 ms or more), not just the stderr tail kept here.
+// DOCKLET_BENCH_LATENCY_DIR gets one CSV per system and client count with
+// every measured write's completion time and latency.
 
 import { writeFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
@@ -61,6 +68,8 @@ interface SystemResult {
 }
 
 const clientsMax = 1_024
+/** Where to write per-write latency traces (see the header); unset: none. */
+const latencyTraceDir = process.env.DOCKLET_BENCH_LATENCY_DIR || undefined
 const loadCeilingDurationMs = 2_000
 // Results live in the source tree's bench/results, also when running compiled from dist/bench/raft.
 const benchDir = dirname(fileURLToPath(import.meta.url)).replace(/\/dist\/bench\//, '/bench/')
@@ -129,6 +138,9 @@ async function benchSystem(cluster: BenchCluster, options: BenchOptions): Promis
           durationMs: options.durationMs,
           warmupMs: options.warmupMs,
           valueBytes: options.valueBytes,
+          ...(latencyTraceDir === undefined
+            ? {}
+            : { latencyTracePath: join(latencyTraceDir, `${cluster.name}-c${clients}.csv`) }),
         },
       )
       log(

@@ -12,10 +12,11 @@
 // exits when that channel closes, so no member outlives the benchmark.
 
 import { randomInt } from 'node:crypto'
-import { mkdirSync } from 'node:fs'
+import { appendFileSync, mkdirSync } from 'node:fs'
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
 import { join } from 'node:path'
-import { LevelLogStorage, RaftNode, realClock, seededRng } from '../../consensus/index.ts'
+import { monitorEventLoopDelay, PerformanceObserver } from 'node:perf_hooks'
+import { LevelLogStorage, type LogStorage, RaftNode, realClock, seededRng } from '../../consensus/index.ts'
 import { createLibp2pHost, Libp2pFrameTransport } from '../../net/index.ts'
 import { encodeKvCommand, type KvResult, KvStateMachine } from '../../test/support/kv-state-machine.ts'
 
@@ -60,8 +61,20 @@ const bodyBytesMax = 1024 * 1024
 /** Simultaneous HTTP connections; the load generator opens at most a few hundred. */
 const connectionsMax = 1_024
 
+/** Event-loop stalls at least this long are logged (once per second, the longest). */
+const loopStallLogMs = 30
+/**
+ * When set, each member also appends its log lines to <dir>/<member>.log (the
+ * bench keeps only a short stderr tail). A synchronous append is fine for a
+ * few lines a second, and only while diagnosing.
+ */
+const logDir = process.env.DOCKLET_BENCH_LOG_DIR
+let logFile: string | null = null
+
 function log(line: string): void {
-  process.stderr.write(`${new Date().toISOString().slice(11, 23)} ${line}\n`)
+  const text = `${new Date().toISOString().slice(11, 23)} ${line}\n`
+  process.stderr.write(text)
+  if (logFile !== null) appendFileSync(logFile, text)
 }
 
 class HttpError extends Error {
@@ -112,11 +125,35 @@ function sendJson(
   res.end(text)
 }
 
+/** Saves at least this slow are logged when diagnosing (DOCKLET_BENCH_LOG_DIR). */
+const slowSaveLogMs = 30
+/** Garbage-collection pauses at least this long are logged when diagnosing. */
+const gcPauseLogMs = 10
+
+/** The storage, logging every save or compaction that takes slowSaveLogMs or more (a disk stall, not a loop stall). */
+function timedStorage(storage: LogStorage): LogStorage {
+  const timed =
+    <A extends unknown[]>(what: string, run: (...args: A) => Promise<void>) =>
+    async (...args: A): Promise<void> => {
+      const startedMs = performance.now()
+      await run(...args)
+      const tookMs = performance.now() - startedMs
+      if (tookMs >= slowSaveLogMs) log(`storage ${what} took ${tookMs.toFixed(1)} ms`)
+    }
+  return {
+    load: () => storage.load(),
+    save: timed('save', (update) => storage.save(update)),
+    compact: timed('compact', (snapshot) => storage.compact(snapshot)),
+    close: () => storage.close(),
+  }
+}
+
 async function main(): Promise<void> {
   const text = process.env.KV_SERVER_CONFIG
   if (text === undefined)
     throw new Error('KV_SERVER_CONFIG is not set; this process is started by bench/raft/bench-raft.ts.')
   const config = JSON.parse(text) as KvServerConfig
+  if (logDir !== undefined && logDir !== '') logFile = join(logDir, `${config.name}.log`)
   const httpUrlByPeerId = new Map(config.peers.map((p) => [p.peerId, `http://127.0.0.1:${p.httpPort}`]))
   mkdirSync(config.dataDir, { recursive: true })
 
@@ -142,11 +179,31 @@ async function main(): Promise<void> {
     sendsDropped = 0
   }, 1_000)
   dropReport.unref()
+  // Raft's timers must not wait behind bulk work: report when the loop did.
+  const loopDelay = monitorEventLoopDelay({ resolution: 5 })
+  loopDelay.enable()
+  const loopReport = setInterval(() => {
+    const maxMs = loopDelay.max / 1e6
+    if (maxMs >= loopStallLogMs) {
+      log(
+        `event loop stalled up to ${maxMs.toFixed(1)} ms in the last second (p99 ${(loopDelay.percentile(99) / 1e6).toFixed(1)} ms)`,
+      )
+    }
+    loopDelay.reset()
+  }, 1_000)
+  loopReport.unref()
+  if (logFile !== null) {
+    new PerformanceObserver((list) => {
+      for (const entry of list.getEntries()) {
+        if (entry.duration >= gcPauseLogMs) log(`gc pause ${entry.duration.toFixed(1)} ms (${entry.name})`)
+      }
+    }).observe({ entryTypes: ['gc'] })
+  }
   const storage = await LevelLogStorage.open(join(config.dataDir, 'raft'))
   const kv = new KvStateMachine()
   const node = await RaftNode.create<KvResult>({
     id: config.peerId,
-    storage,
+    storage: logFile === null ? storage : timedStorage(storage),
     transport,
     clock: realClock(),
     // Election jitter must differ between members; a seed per process is enough here.

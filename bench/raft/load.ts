@@ -2,6 +2,7 @@
 // HTTP, and the failover probe. Everything is bounded: run time, request
 // count, recorded samples, per-request time.
 
+import { writeFileSync } from 'node:fs'
 import { Agent, request } from 'node:http'
 import type { BenchCluster, WriteOutcome, WriteProtocol } from './bench-cluster.ts'
 import { sleep } from './bench-cluster.ts'
@@ -25,6 +26,8 @@ export interface LoadOptions {
   requestsMax: number
   /** Pause after an error before the same client tries again. */
   errorBackoffMs: number
+  /** When set, every measured write's completion time and latency (ms) go to this CSV file, for finding where the tail comes from. */
+  latencyTracePath?: string
 }
 
 export const defaultLoadOptions: LoadOptions = {
@@ -142,6 +145,7 @@ export async function runWriteLoad(
   const agent = new Agent({ keepAlive: true, maxSockets: options.clients, maxFreeSockets: options.clients })
   const value = fixedValue(options.valueBytes)
   const samples = new Float64Array(Math.min(options.requestsMax, latencySamplesMax))
+  const doneTimes = options.latencyTracePath === undefined ? null : new Float64Array(samples.length)
   let sampleCount = 0
   let writesInWindow = 0
   let requests = 0
@@ -168,7 +172,10 @@ export async function runWriteLoad(
       if (outcome.kind === 'ok') {
         if (doneAt >= windowStart && doneAt <= windowEnd) {
           writesInWindow++
-          if (sampleCount < samples.length) samples[sampleCount++] = doneAt - sentAt
+          if (sampleCount < samples.length) {
+            if (doneTimes !== null) doneTimes[sampleCount] = doneAt - windowStart
+            samples[sampleCount++] = doneAt - sentAt
+          }
         }
       } else if (outcome.kind === 'not-leader') {
         redirects++
@@ -188,6 +195,11 @@ export async function runWriteLoad(
     await Promise.all(Array.from({ length: options.clients }, client))
   } finally {
     agent.destroy()
+  }
+  if (doneTimes !== null && options.latencyTracePath !== undefined) {
+    const lines = ['done_ms,latency_ms']
+    for (let i = 0; i < sampleCount; i++) lines.push(`${doneTimes[i]!.toFixed(2)},${samples[i]!.toFixed(3)}`)
+    writeFileSync(options.latencyTracePath, `${lines.join('\n')}\n`)
   }
   const sorted = samples.slice(0, sampleCount).sort()
   return {

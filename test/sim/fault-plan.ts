@@ -35,6 +35,12 @@ export interface FaultPlan {
   clocks: ClockSkew[]
   network: NetworkOptions
   storage: StorageLatency
+  /**
+   * How the KV state machine makes snapshots: at once (as a state machine
+   * without snapshotAsync), or in slices of sliceBytes with a pause of
+   * yieldMs (virtual) between them while the node goes on applying.
+   */
+  snapshots: { mode: 'sync' | 'async'; sliceBytes: number; yieldMs: number }
   /** How often fault dice are rolled. */
   faultIntervalMs: number
   partition: {
@@ -126,6 +132,14 @@ export function drawFaultPlan(seed: number, options: PlanOptions = {}): FaultPla
     corruptProbability: r.chance(0.5) ? 0 : r.range(0, 0.01),
     pathCapacityMax: r.chance(0.3) ? r.between(8, 64) : 4096,
   }
+  // Drawn from a stream of its own, so the draws above stay what they were before snapshots could be asynchronous.
+  const s = SimRandom.stream(seed, 'snapshots')
+  const snapshots: FaultPlan['snapshots'] = {
+    mode: s.chance(0.75) ? 'async' : 'sync',
+    // The simulator's states are a few hundred bytes: small slices make a snapshot span many yields.
+    sliceBytes: s.chance(0.2) ? 1024 * 1024 : s.between(8, 128),
+    yieldMs: s.chance(0.3) ? s.range(5, 50) : s.range(0, 2),
+  }
   // Some seeds get a slow disk: syncs that take a good part of an election timeout.
   const storage: StorageLatency = r.chance(0.2)
     ? { writeMinMs: r.range(2, 10), writeMeanMs: r.range(10, 60) }
@@ -140,6 +154,7 @@ export function drawFaultPlan(seed: number, options: PlanOptions = {}): FaultPla
     clocks,
     network,
     storage,
+    snapshots,
     faultIntervalMs: 100,
     partition: {
       mode: r.pick(Object.values(PartitionMode)),
@@ -178,7 +193,7 @@ export function describePlan(plan: FaultPlan): string {
   return [
     `nodes=${plan.nodeCount} clients=${plan.clientCount} keys=${plan.keyCount}`,
     `election=${plan.raft.electionTimeoutTicks}t hb=${plan.raft.heartbeatIntervalTicks}t preVote=${plan.raft.preVote} checkQuorum=${plan.raft.checkQuorum}`,
-    `snapEvery=${plan.driver.snapshotEntries} keep=${plan.driver.compactionKeepEntries} chunk=${plan.raft.snapshotChunkBytesMax}B`,
+    `snapEvery=${plan.driver.snapshotEntries} keep=${plan.driver.compactionKeepEntries} chunk=${plan.raft.snapshotChunkBytesMax}B snap=${plan.snapshots.mode === 'sync' ? 'sync' : `async/${plan.snapshots.sliceBytes}B/${plan.snapshots.yieldMs.toFixed(1)}ms`}`,
     `delay=${n.delayMinMs.toFixed(1)}+${n.delayMeanMs.toFixed(1)}ms loss=${pct(n.lossProbability)} dup=${pct(n.duplicateProbability)} corrupt=${pct(n.corruptProbability)}`,
     `partition=${plan.partition.mode}${plan.partition.asymmetric ? '/asym' : ''}@${pct(plan.partition.probability)} crash=${pct(plan.crash.probability)} pause=${pct(plan.pause.probability)} disk=${plan.storage.writeMinMs.toFixed(1)}+${plan.storage.writeMeanMs.toFixed(1)}ms conf=${pct(plan.confChangeProbability)} transfer=${pct(plan.transferProbability)}`,
     `safety=${plan.safetyMs}ms`,

@@ -44,16 +44,16 @@ async function main(): Promise<void> {
   const verbose = values.verbose === true
   const log = verbose ? (line: string) => process.stdout.write(`${line}\n`) : undefined
 
-  const totals: Omit<
-    SimStats,
-    'events' | 'virtualMs' | 'badFrames' | 'lostWrites' | 'indeterminate' | 'snapshotsTaken'
-  > = {
+  const totals: Omit<SimStats, 'events' | 'virtualMs' | 'badFrames' | 'lostWrites' | 'indeterminate'> = {
     ops: 0,
     leaderChanges: 0,
     crashes: 0,
     pauses: 0,
     partitions: 0,
     snapshotsInstalled: 0,
+    snapshotsTaken: 0,
+    appliesDuringSnapshots: 0,
+    snapshotsChecked: 0,
     confChanges: 0,
     transfers: 0,
   }
@@ -92,6 +92,9 @@ async function main(): Promise<void> {
     pauses: totals.pauses,
     partitions: totals.partitions,
     snapshots_installed: totals.snapshotsInstalled,
+    snapshots_taken: totals.snapshotsTaken,
+    applies_during_snapshots: totals.appliesDuringSnapshots,
+    snapshots_checked: totals.snapshotsChecked,
     conf_changes: totals.confChanges,
     transfers: totals.transfers,
     elapsed_ms: Math.round(performance.now() - started),

@@ -6,11 +6,17 @@
 //   term recorded at their index;
 // - state machine safety: each entry a node applies is the one committed at its
 //   index, and applied indexes only move forward;
+// - snapshot contents: every snapshot that reaches a disk holds exactly the
+//   state the committed log gives at its index (a reference KV replays the
+//   committed entries in order), so a snapshot labelled with the wrong index
+//   (say, taken in the background and compacted past the index it was taken
+//   at) is caught even when later writes would hide it in the final states;
 // - the values of committed writes, so that "no acknowledged write is lost"
 //   can be checked at the end.
 // The first violation is kept as a short sentence; later ones are ignored.
 
 import { EntryType } from '../../consensus/types.ts'
+import { KvStateMachine } from '../support/kv-state-machine.ts'
 import type { DurableView } from './sim-storage.ts'
 
 interface CommittedRecord {
@@ -31,6 +37,9 @@ export function hashBytes(bytes: Uint8Array, seed = 0x811c9dc5): number {
 
 const decoder = new TextDecoder()
 
+/** Every cluster starts from a snapshot at index 1 that holds the empty state (RaftNode.create). */
+const BOOTSTRAP_INDEX = 1
+
 export class SafetyChecker {
   violation: string | null = null
   private readonly leaders = new Map<number, string>()
@@ -40,6 +49,19 @@ export class SafetyChecker {
   private readonly checkedSnapshot = new Map<string, number>()
   /** Values of put and cas commands that committed (a failed cas is included: harmless). */
   readonly committedValues = new Set<string>()
+  /** Committed entries the reference has not replayed yet, by index. */
+  private readonly committedEntries = new Map<number, { type: number; data: Uint8Array }>()
+  /** Replays the committed log in index order: the state every snapshot must match. */
+  private readonly reference = new KvStateMachine()
+  private referenceIndex = BOOTSTRAP_INDEX
+  /** Hash of the reference state after each index it replayed. */
+  private readonly stateHashes = new Map<number, number>([
+    [BOOTSTRAP_INDEX, hashBytes(new KvStateMachine().snapshot())],
+  ])
+  /** Snapshots seen on disk at an index the reference has not reached yet. */
+  private readonly snapshotsToCheck = new Map<number, { nodeId: string; hash: number }[]>()
+  /** Snapshot checks done, for the run's summary. */
+  snapshotsChecked = 0
 
   fail(reason: string): void {
     if (this.violation === null) this.violation = reason
@@ -59,6 +81,7 @@ export class SafetyChecker {
     if (snapshot !== null && snapshot.meta.index > (this.checkedSnapshot.get(nodeId) ?? -1)) {
       this.checkedSnapshot.set(nodeId, snapshot.meta.index)
       if (snapshot.meta.index > 0) this.record(nodeId, snapshot.meta.index, snapshot.meta.term, null)
+      this.checkSnapshotState(nodeId, snapshot.meta.index, hashBytes(snapshot.data))
     }
     const bounds = storage.bounds
     const upTo = Math.min(bounds.hardState.commit, bounds.lastIndex)
@@ -106,7 +129,7 @@ export class SafetyChecker {
     const known = this.committed.get(index)
     if (known === undefined) {
       this.committed.set(index, { term, hash, nodeId })
-      if (data !== undefined) this.noteValue(type ?? 0, data)
+      if (data !== undefined) this.noteEntry(index, type ?? 0, data)
       return
     }
     if (known.term !== term) {
@@ -119,10 +142,52 @@ export class SafetyChecker {
     if (known.hash === null) {
       known.hash = hash
       known.nodeId = nodeId
-      if (data !== undefined) this.noteValue(type ?? 0, data)
+      if (data !== undefined) this.noteEntry(index, type ?? 0, data)
     } else if (known.hash !== hash) {
       this.fail(
         `safety: committed logs diverge at index ${index} (term ${term}): ${known.nodeId} and ${nodeId} hold different data`,
+      )
+    }
+  }
+
+  /** A committed entry whose data is known for the first time: remember its value, replay it when its turn comes. */
+  private noteEntry(index: number, type: number, data: Uint8Array): void {
+    this.noteValue(type, data)
+    if (index <= this.referenceIndex) return
+    this.committedEntries.set(index, { type, data: new Uint8Array(data) })
+    for (;;) {
+      const next = this.committedEntries.get(this.referenceIndex + 1)
+      if (next === undefined) return
+      this.committedEntries.delete(this.referenceIndex + 1)
+      this.referenceIndex++
+      // Only Normal entries with data reach a state machine (not the leader's empty entry, nor membership changes).
+      if (next.type === EntryType.Normal && next.data.length > 0)
+        this.reference.apply(next.data, this.referenceIndex)
+      const hash = hashBytes(this.reference.snapshot())
+      this.stateHashes.set(this.referenceIndex, hash)
+      for (const pending of this.snapshotsToCheck.get(this.referenceIndex) ?? []) {
+        this.compareSnapshot(pending.nodeId, this.referenceIndex, pending.hash, hash)
+      }
+      this.snapshotsToCheck.delete(this.referenceIndex)
+    }
+  }
+
+  private checkSnapshotState(nodeId: string, index: number, hash: number): void {
+    const expected = this.stateHashes.get(index)
+    if (expected !== undefined) {
+      this.compareSnapshot(nodeId, index, hash, expected)
+      return
+    }
+    const waiting = this.snapshotsToCheck.get(index) ?? []
+    waiting.push({ nodeId, hash })
+    this.snapshotsToCheck.set(index, waiting)
+  }
+
+  private compareSnapshot(nodeId: string, index: number, hash: number, expected: number): void {
+    this.snapshotsChecked++
+    if (hash !== expected) {
+      this.fail(
+        `safety: ${nodeId} stored a snapshot at index ${index} whose state is not the one the committed log gives at ${index}`,
       )
     }
   }

@@ -126,10 +126,12 @@ export class SimStorage implements DurableView {
       load: async () => (live() ? this.load() : never),
       save: async (update: StorageUpdate) =>
         live() ? this.write(planWrite(this.projected, update), update) : never,
-      compact: async (snapshot: Snapshot) =>
-        live()
-          ? this.write(planCompact(this.projected, snapshot), { hardState: null, entries: [], snapshot })
-          : never,
+      compact: async (snapshot: Snapshot) => {
+        if (!live()) return never
+        // Overtaken by a snapshot from the leader (see LogStorage.compact): nothing to write.
+        if (snapshot.meta.index <= this.projected.snapshotIndex) return
+        return this.write(planCompact(this.projected, snapshot), { hardState: null, entries: [], snapshot })
+      },
       close: async () => {},
     }
   }

@@ -8,9 +8,10 @@
 // committed ones) and at the end (acknowledged writes are committed, every
 // key's history is linearizable). A failure names the seed; replay it with
 // `npm run sim -- --seed N --verbose`. Also checks that one seed replays to
-// the same event trace, that the seeds together really exercised the faults,
-// and that the checks catch two deliberate bugs: a disk that loses synced
-// writes, and reads served without ReadIndex.
+// the same event trace, that the seeds together really exercised the faults
+// (and snapshots built in the background while entries were applied), and
+// that the checks catch two deliberate bugs: a disk that loses synced writes,
+// and reads served without ReadIndex.
 
 import { describe, expect, it } from 'vitest'
 import { drawFaultPlan } from './fault-plan.ts'
@@ -28,6 +29,9 @@ const totals = {
   pauses: 0,
   partitions: 0,
   snapshotsInstalled: 0,
+  snapshotsTaken: 0,
+  appliesDuringSnapshots: 0,
+  snapshotsChecked: 0,
   confChanges: 0,
   transfers: 0,
   leaderChanges: 0,
@@ -42,6 +46,9 @@ function addTotals(stats: SimStats): void {
   totals.pauses += stats.pauses
   totals.partitions += stats.partitions
   totals.snapshotsInstalled += stats.snapshotsInstalled
+  totals.snapshotsTaken += stats.snapshotsTaken
+  totals.appliesDuringSnapshots += stats.appliesDuringSnapshots
+  totals.snapshotsChecked += stats.snapshotsChecked
   totals.confChanges += stats.confChanges
   totals.transfers += stats.transfers
   totals.leaderChanges += stats.leaderChanges
@@ -71,12 +78,17 @@ describe('deterministic simulation of the Raft driver and core', () => {
     })
   }
 
-  it('exercised crashes, pauses, partitions, snapshot installs, membership changes and transfers across the seeds', () => {
+  it('exercised crashes, pauses, partitions, snapshots, membership changes and transfers across the seeds', () => {
     expect(totals.seeds).toBe(SEEDS_PER_CASE * CASES)
     expect(totals.crashes).toBeGreaterThan(50)
     expect(totals.pauses).toBeGreaterThan(10)
     expect(totals.partitions).toBeGreaterThan(50)
     expect(totals.snapshotsInstalled).toBeGreaterThan(20)
+    expect(totals.snapshotsTaken).toBeGreaterThan(100)
+    // Snapshots built in slices really overlapped with applying entries.
+    expect(totals.appliesDuringSnapshots).toBeGreaterThan(100)
+    // Snapshots on disk were compared with the state the committed log gives at their index.
+    expect(totals.snapshotsChecked).toBeGreaterThan(100)
     expect(totals.confChanges).toBeGreaterThan(20)
     expect(totals.transfers).toBeGreaterThan(10)
     expect(totals.indeterminate).toBeGreaterThan(0)

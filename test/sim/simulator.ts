@@ -58,6 +58,10 @@ export interface SimStats {
   partitions: number
   snapshotsInstalled: number
   snapshotsTaken: number
+  /** Entries applied while a snapshot was being built in the background (async snapshot seeds). */
+  appliesDuringSnapshots: number
+  /** Snapshots on disk whose state was compared with the committed log's at their index. */
+  snapshotsChecked: number
   confChanges: number
   transfers: number
   badFrames: number
@@ -134,16 +138,44 @@ const drainMicrotasks = async (): Promise<void> => {
   for (let i = 0; i < MICROTASK_GENERATIONS; i++) await null
 }
 
-/** A state machine that reports every apply to the checker before passing it on. */
+interface CheckedStateMachineHooks {
+  onApply: (data: Uint8Array, index: number, duringSnapshot: boolean) => void
+  /** Offer snapshotAsync, and report a background snapshot that is not the state it was started at. */
+  onSnapshotMismatch: (() => void) | null
+}
+
+/**
+ * A state machine that reports every apply to the checker before passing it
+ * on. It offers snapshotAsync only when the plan says so (without it the
+ * driver takes the synchronous path a state machine like docklet's uses),
+ * and then checks each background snapshot against the state encoded at once
+ * when it started: applies and restores go on meanwhile.
+ */
 class CheckedStateMachine implements StateMachine<KvResult> {
   private readonly kv: KvStateMachine
-  private readonly onApply: (data: Uint8Array, index: number) => void
-  constructor(kv: KvStateMachine, onApply: (data: Uint8Array, index: number) => void) {
+  private readonly hooks: CheckedStateMachineHooks
+  private snapshotsBuilding = 0
+  readonly snapshotAsync?: (options: { signal: AbortSignal }) => Promise<Uint8Array>
+  constructor(kv: KvStateMachine, hooks: CheckedStateMachineHooks) {
     this.kv = kv
-    this.onApply = onApply
+    this.hooks = hooks
+    const onMismatch = hooks.onSnapshotMismatch
+    if (onMismatch !== null) {
+      this.snapshotAsync = async (options) => {
+        const expected = kv.snapshot()
+        this.snapshotsBuilding++
+        try {
+          const bytes = await kv.snapshotAsync(options)
+          if (!bytesEqual(bytes, expected)) onMismatch()
+          return bytes
+        } finally {
+          this.snapshotsBuilding--
+        }
+      }
+    }
   }
   apply(data: Uint8Array, index: number): KvResult {
-    this.onApply(data, index)
+    this.hooks.onApply(data, index, this.snapshotsBuilding > 0)
     return this.kv.apply(data, index)
   }
   snapshot(): Uint8Array {
@@ -184,6 +216,8 @@ export class Simulation implements ClientHost {
     partitions: 0,
     snapshotsInstalled: 0,
     snapshotsTaken: 0,
+    appliesDuringSnapshots: 0,
+    snapshotsChecked: 0,
     confChanges: 0,
     transfers: 0,
     badFrames: 0,
@@ -346,6 +380,7 @@ export class Simulation implements ClientHost {
       this.pollLeaders()
     }
     this.stats.events = this.queue.processed
+    this.stats.snapshotsChecked = this.checker.snapshotsChecked
     this.stats.virtualMs = Math.round(this.queue.nowMs)
     this.shutdown()
     return this.finish()
@@ -418,14 +453,38 @@ export class Simulation implements ClientHost {
     node.lastApplied = node.storage.snapshot?.meta.index ?? 0
     const clock = new SimClock(this.queue, node.skew)
     node.clock = clock
-    const kv = new KvStateMachine()
-    const stateMachine = new CheckedStateMachine(kv, (data, index) => {
-      if (node.incarnation !== incarnation) return
-      if (index <= node.lastApplied) {
-        this.checker.fail(`safety: ${node.id} applied index ${index} after index ${node.lastApplied}`)
-      }
-      node.lastApplied = index
-      this.checker.observeApply(node.id, index, data, node.storage)
+    const { snapshots } = this.plan
+    // Yields go through the node's own clock: deterministic, held while the
+    // node is paused, and never resumed once it crashed (the clock is disposed).
+    const kv = new KvStateMachine({
+      snapshotSliceBytes: snapshots.sliceBytes,
+      yieldToLoop: () =>
+        new Promise<void>((resolve) => {
+          const stop = clock.every(snapshots.yieldMs, () => {
+            stop()
+            resolve()
+          })
+        }),
+    })
+    const stateMachine = new CheckedStateMachine(kv, {
+      onApply: (data, index, duringSnapshot) => {
+        if (node.incarnation !== incarnation) return
+        if (index <= node.lastApplied) {
+          this.checker.fail(`safety: ${node.id} applied index ${index} after index ${node.lastApplied}`)
+        }
+        node.lastApplied = index
+        if (duringSnapshot) this.stats.appliesDuringSnapshots++
+        this.checker.observeApply(node.id, index, data, node.storage)
+      },
+      onSnapshotMismatch:
+        snapshots.mode === 'sync'
+          ? null
+          : () => {
+              if (node.incarnation !== incarnation) return
+              this.checker.fail(
+                `safety: ${node.id} built a snapshot in the background that is not the state it started from`,
+              )
+            },
     })
     RaftNode.create<KvResult>({
       id: node.id,

@@ -7,11 +7,32 @@
 // Everything here is deterministic: two replicas that apply the same entries,
 // or one that restored a snapshot taken at the same index, hold the same
 // state and evict the same sessions.
+//
+// Snapshots come two ways from one encoder: snapshot() at once, and
+// snapshotAsync() in slices that yield to the event loop between them while
+// apply() goes on. The asynchronous one encodes the state as it was when it
+// was called without copying it: keys are never deleted, so the keys at that
+// moment are the first `count` in the map's insertion order (new keys go to
+// the end), and a put records a key's earlier value the first time it changes
+// a key that a snapshot in progress still has to encode (copy on write).
 
 import type { StateMachine } from '../../consensus/state-machine.ts'
 
 /** Sessions kept for exactly-once retries; beyond this the least recently used is forgotten. */
 export const kvSessionsMax = 10_000
+/** Bytes snapshotAsync encodes before it yields, by default: about a millisecond of work. */
+export const kvSnapshotSliceBytes = 128 * 1024
+
+export interface KvStateMachineOptions {
+  sessionsMax?: number
+  /** Bytes snapshotAsync encodes between two yields. */
+  snapshotSliceBytes?: number
+  /**
+   * How snapshotAsync yields between slices. By default setImmediate, which
+   * lets pending I/O and timers run first; the simulator passes its virtual clock.
+   */
+  yieldToLoop?: () => Promise<void>
+}
 
 export interface KvSession {
   clientId: string
@@ -42,6 +63,20 @@ interface SessionRecord {
   lastIndex: number
 }
 
+/** The state as it was when a snapshot started, while apply() goes on changing the live map. */
+interface SnapshotView {
+  /** The live map when the snapshot started (a restore swaps in a new one and leaves this one alone). */
+  data: Map<string, string>
+  /** Keys at that moment: the first `count` in insertion order. */
+  count: number
+  /** Values at that moment of the keys changed since (copy on write). */
+  before: Map<string, string>
+  /** Key and value lengths (UTF-16 units) at that moment: the UTF-8 size is at least this. */
+  chars: number
+  /** The sessions, already encoded: at most sessionsMax of them, so this costs little at the start. */
+  sessionsJson: string
+}
+
 const encoder = new TextEncoder()
 const decoder = new TextDecoder('utf-8', { fatal: true })
 
@@ -50,13 +85,22 @@ export function encodeKvCommand(command: KvCommand): Uint8Array {
 }
 
 export class KvStateMachine implements StateMachine<KvResult> {
+  /** Never loses a key (there is no delete; restore replaces the whole map), which snapshotAsync relies on. */
   private data = new Map<string, string>()
   /** Kept in least-recently-used-first order (Map iteration order is insertion order). */
   private sessions = new Map<string, SessionRecord>()
+  /** Sum of the lengths of every key and value in `data`. */
+  private chars = 0
+  /** Snapshots in progress, which must see the values they started with. */
+  private readonly views = new Set<SnapshotView>()
   private readonly sessionsMax: number
+  private readonly snapshotSliceBytes: number
+  private readonly yieldToLoop: () => Promise<void>
 
-  constructor(options: { sessionsMax?: number } = {}) {
+  constructor(options: KvStateMachineOptions = {}) {
     this.sessionsMax = options.sessionsMax ?? kvSessionsMax
+    this.snapshotSliceBytes = options.snapshotSliceBytes ?? kvSnapshotSliceBytes
+    this.yieldToLoop = options.yieldToLoop ?? (() => new Promise<void>((resolve) => setImmediate(resolve)))
   }
 
   /** A local (possibly stale) read; callers wanting linearizability take a read index first. */
@@ -96,42 +140,71 @@ export class KvStateMachine implements StateMachine<KvResult> {
   }
 
   /**
-   * Binary layout, keys sorted so equal states encode to equal bytes:
-   * magic "KV2", the entry count, then (key length, key, value length, value)
-   * per entry (lengths as u32, strings UTF-8), then the sessions as JSON.
-   * One buffer and no intermediate string: a JSON snapshot of 100k keys held
-   * the event loop for ~0.4 s and doubled the memory it took.
+   * Binary layout: magic "KV2", the entry count, then (key length, key,
+   * value length, value) per entry (lengths as u32, strings UTF-8), then the
+   * sessions as JSON. Entries come in the map's insertion order, sessions
+   * least recently used first; restore keeps both orders, so replicas that
+   * applied the same log (directly or through a snapshot) encode to equal
+   * bytes. Not sorting saves a sort of every key, and one buffer without an
+   * intermediate string keeps the memory it takes to the snapshot's size.
    */
   snapshot(): Uint8Array {
-    const keys = [...this.data.keys()].sort()
-    let size = 3 + 4
-    for (const key of keys) size += 8 + Buffer.byteLength(key) + Buffer.byteLength(this.data.get(key)!)
-    const sessions = JSON.stringify(
-      [...this.sessions.entries()]
-        .sort(byFirst)
-        .map(([clientId, record]) => [
+    const view = this.view()
+    const encoder = new SnapshotEncoder(view)
+    const entries = view.data.entries()
+    for (let i = 0; i < view.count; i++) {
+      const [key, value] = entries.next().value as [string, string]
+      encoder.entry(key, value)
+    }
+    return encoder.finish()
+  }
+
+  /**
+   * The same bytes snapshot() would have returned at the time of the call,
+   * encoded snapshotSliceBytes at a time with a yield between slices, while
+   * apply() and restore() go on.
+   */
+  async snapshotAsync(options: { signal?: AbortSignal } = {}): Promise<Uint8Array> {
+    const view = this.view()
+    this.views.add(view)
+    try {
+      const encoder = new SnapshotEncoder(view)
+      // Keys present at the start keep their place in the iteration order
+      // whatever apply() does meanwhile (no key is ever deleted).
+      const entries = view.data.entries()
+      let left = view.count
+      while (left > 0) {
+        options.signal?.throwIfAborted()
+        const sliceEnd = encoder.bytes + this.snapshotSliceBytes
+        while (left > 0 && encoder.bytes < sliceEnd) {
+          const [key, live] = entries.next().value as [string, string]
+          left--
+          encoder.entry(key, view.before.size === 0 ? live : (view.before.get(key) ?? live))
+        }
+        if (left > 0) await this.yieldToLoop()
+      }
+      options.signal?.throwIfAborted()
+      return encoder.finish()
+    } finally {
+      this.views.delete(view)
+    }
+  }
+
+  private view(): SnapshotView {
+    return {
+      data: this.data,
+      count: this.data.size,
+      before: new Map(),
+      chars: this.chars,
+      sessionsJson: JSON.stringify(
+        [...this.sessions].map(([clientId, record]) => [
           clientId,
           record.seq,
           record.lastIndex,
           normalizeResult(record.result),
         ]),
-    )
-    const sessionBytes = Buffer.byteLength(sessions)
-    const out = Buffer.allocUnsafe(size + 4 + sessionBytes)
-    out.write('KV2', 0, 'latin1')
-    let offset = out.writeUInt32BE(keys.length, 3)
-    for (const key of keys) {
-      const value = this.data.get(key)!
-      const keyBytes = out.write(key, offset + 4)
-      out.writeUInt32BE(keyBytes, offset)
-      offset += 4 + keyBytes
-      const valueBytes = out.write(value, offset + 4)
-      out.writeUInt32BE(valueBytes, offset)
-      offset += 4 + valueBytes
+      ),
     }
-    offset = out.writeUInt32BE(sessionBytes, offset)
-    out.write(sessions, offset)
-    return new Uint8Array(out.buffer, out.byteOffset, out.length)
   }
 
   restore(bytes: Uint8Array): void {
@@ -148,9 +221,12 @@ export class KvStateMachine implements StateMachine<KvResult> {
       return text
     }
     const data = new Map<string, string>()
+    let chars = 0
     for (let i = 0; i < count; i++) {
       const key = read()
-      data.set(key, read())
+      const value = read()
+      data.set(key, value)
+      chars += key.length + value.length
     }
     const sessions = JSON.parse(read()) as [
       clientId: string,
@@ -159,6 +235,7 @@ export class KvStateMachine implements StateMachine<KvResult> {
       result: KvResult,
     ][]
     this.data = data
+    this.chars = chars
     // Re-insert sessions oldest first so that eviction after a restore matches the replicas that never restored.
     const ordered = [...sessions].sort((a, b) => a[2] - b[2])
     this.sessions = new Map(
@@ -175,13 +252,26 @@ export class KvStateMachine implements StateMachine<KvResult> {
       case 'get':
         return { ok: true, value: current }
       case 'put':
-        this.data.set(command.key, command.value)
+        this.set(command.key, command.value, current)
         return { ok: true, value: command.value, prev: current }
       case 'cas':
         if (current !== command.expected) return { ok: false, value: current, prev: current }
-        this.data.set(command.key, command.value)
+        this.set(command.key, command.value, current)
         return { ok: true, value: command.value, prev: current }
     }
+  }
+
+  private set(key: string, value: string, current: string | null): void {
+    if (current === null) {
+      // A new key goes after every key a snapshot in progress encodes: nothing to remember.
+      this.chars += key.length + value.length
+    } else {
+      this.chars += value.length - current.length
+      for (const view of this.views) {
+        if (view.data === this.data && !view.before.has(key)) view.before.set(key, current)
+      }
+    }
+    this.data.set(key, value)
   }
 
   private touch(clientId: string, record: SessionRecord, index: number): void {
@@ -191,6 +281,49 @@ export class KvStateMachine implements StateMachine<KvResult> {
       const oldest = this.sessions.keys().next().value as string
       this.sessions.delete(oldest)
     }
+  }
+}
+
+/** Writes the KV2 layout into one buffer sized from the view (exact for ASCII; grown when UTF-8 needs more). */
+class SnapshotEncoder {
+  private out: Buffer
+  private readonly sessionsJson: string
+  bytes: number
+
+  constructor(view: SnapshotView) {
+    // Allocated, not filled: its pages are touched (and faulted in) slice by slice as it is written.
+    this.out = Buffer.allocUnsafe(3 + 4 + 8 * view.count + view.chars + 4 + view.sessionsJson.length)
+    this.out.write('KV2', 0, 'latin1')
+    this.bytes = this.out.writeUInt32BE(view.count, 3)
+    this.sessionsJson = view.sessionsJson
+  }
+
+  entry(key: string, value: string): void {
+    this.string(key)
+    this.string(value)
+  }
+
+  finish(): Uint8Array {
+    this.string(this.sessionsJson)
+    return new Uint8Array(this.out.buffer, this.out.byteOffset, this.bytes)
+  }
+
+  private string(text: string): void {
+    const room = this.out.length - this.bytes - 4
+    // A UTF-16 unit takes at most 3 bytes in UTF-8; measure only when that might not fit.
+    if (room < 3 * text.length) {
+      const needed = Buffer.byteLength(text)
+      if (needed > room) this.grow(4 + needed)
+    }
+    const written = this.out.write(text, this.bytes + 4)
+    this.out.writeUInt32BE(written, this.bytes)
+    this.bytes += 4 + written
+  }
+
+  private grow(needed: number): void {
+    const next = Buffer.allocUnsafe(Math.max(2 * this.out.length, this.bytes + needed))
+    this.out.copy(next, 0, 0, this.bytes)
+    this.out = next
   }
 }
 

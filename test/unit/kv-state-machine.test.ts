@@ -3,7 +3,10 @@
 // (including bounded, deterministic session eviction), rejection of malformed
 // commands, and that snapshot/restore reproduces the state byte for byte.
 // Commands are fed to apply() directly, as the Raft driver would, with
-// increasing log indexes.
+// increasing log indexes. snapshotAsync is driven through an injected yield
+// that applies more commands (or restores another state) between its
+// slices, as the driver does while a snapshot is built, and its bytes are
+// compared with snapshot() taken at the moment it was called.
 
 import { describe, expect, it } from 'vitest'
 import { encodeKvCommand, type KvCommand, KvStateMachine } from '../support/kv-state-machine.ts'
@@ -145,15 +148,40 @@ describe('KvStateMachine', () => {
     expect(copy.snapshot()).toEqual(original.snapshot())
   })
 
-  it('encodes equal states to equal bytes whatever order the keys were written in', () => {
-    const a = new KvStateMachine()
-    const b = new KvStateMachine()
-    applier(a)({ op: 'put', key: 'x', value: '1' })
-    applier(a)({ op: 'put', key: 'y', value: '2' })
-    const applyB = applier(b)
-    applyB({ op: 'put', key: 'y', value: '2' })
-    applyB({ op: 'put', key: 'x', value: '1' })
-    expect(a.snapshot()).toEqual(b.snapshot())
+  it('encodes replicas that applied the same commands to equal bytes, also one that caught up through a snapshot', () => {
+    const commands: KvCommand[] = []
+    for (let i = 0; i < 60; i++) {
+      commands.push({
+        op: i % 5 === 0 ? 'cas' : 'put',
+        key: `k${(i * 11) % 17}`,
+        expected: null,
+        value: `v${i}`,
+        session: { clientId: `c${i % 3}`, seq: i },
+      } as KvCommand)
+    }
+    const applyRange = (kv: KvStateMachine, from: number, to: number) => {
+      for (let i = from; i < to; i++) kv.apply(encodeKvCommand(commands[i]!), i + 1)
+    }
+    const direct = new KvStateMachine()
+    applyRange(direct, 0, commands.length)
+    const source = new KvStateMachine()
+    applyRange(source, 0, 25)
+    const caughtUp = new KvStateMachine()
+    caughtUp.restore(source.snapshot())
+    applyRange(caughtUp, 25, commands.length)
+    expect(caughtUp.snapshot()).toEqual(direct.snapshot())
+    expect(caughtUp.entries()).toEqual(direct.entries())
+  })
+
+  it('snapshots values outside ASCII and restores them', () => {
+    const kv = new KvStateMachine()
+    const apply = applier(kv)
+    // Multi-byte UTF-8 makes the encoder outgrow the buffer it sized from string lengths.
+    for (let i = 0; i < 40; i++) apply({ op: 'put', key: `clé-${i}`, value: `ünïcødé 🚀 ${'€'.repeat(i)}` })
+    const copy = new KvStateMachine()
+    copy.restore(kv.snapshot())
+    expect(copy.entries()).toEqual(kv.entries())
+    expect(copy.get('clé-39')).toBe(`ünïcødé 🚀 ${'€'.repeat(39)}`)
   })
 
   it('rejects a snapshot in another layout with a clear message and keeps its state', () => {
@@ -163,5 +191,108 @@ describe('KvStateMachine', () => {
       /not in the KV2 layout/,
     )
     expect(kv.get('k')).toBe('v')
+  })
+})
+
+describe('KvStateMachine.snapshotAsync', () => {
+  /** A KV whose snapshotAsync runs `between` at each yield (counting them), in slices of `sliceBytes`. */
+  function slicedKv(sliceBytes: number, between: (yields: number) => void = () => {}) {
+    let yields = 0
+    const kv = new KvStateMachine({
+      snapshotSliceBytes: sliceBytes,
+      yieldToLoop: async () => {
+        yields++
+        between(yields)
+      },
+    })
+    return { kv, yields: () => yields }
+  }
+
+  it('encodes the state as it was when called, in slices, while puts change and add keys', async () => {
+    let index = 0
+    const { kv, yields } = slicedKv(64, (n) => {
+      // Between slices: overwrite keys already encoded and keys not yet encoded, and add new ones.
+      kv.apply(encodeKvCommand({ op: 'put', key: `key-${n % 30}`, value: `changed-${n}` }), ++index)
+      kv.apply(encodeKvCommand({ op: 'put', key: `key-${(n * 7) % 30}`, value: `again-${n}` }), ++index)
+      kv.apply(
+        encodeKvCommand({ op: 'put', key: `new-${n}`, value: 'x', session: { clientId: `s${n}`, seq: 1 } }),
+        ++index,
+      )
+    })
+    for (let i = 0; i < 30; i++) {
+      kv.apply(
+        encodeKvCommand({
+          op: 'put',
+          key: `key-${i}`,
+          value: `value-${i}`,
+          session: { clientId: 'c', seq: i },
+        }),
+        ++index,
+      )
+    }
+    const expected = kv.snapshot()
+    const bytes = await kv.snapshotAsync()
+    expect(yields()).toBeGreaterThan(5)
+    expect(bytes).toEqual(expected)
+    // The live state did move on meanwhile, and a later snapshot shows it.
+    expect(kv.get('new-1')).toBe('x')
+    expect(kv.snapshot()).not.toEqual(expected)
+  })
+
+  it('gives the bytes snapshot() gives when nothing changes meanwhile, in one slice or many', async () => {
+    for (const sliceBytes of [1, 100, 1024 * 1024]) {
+      const { kv } = slicedKv(sliceBytes)
+      const apply = applier(kv)
+      for (let i = 0; i < 50; i++) apply({ op: 'put', key: `k${i}`, value: `v${i}`.repeat(i) })
+      expect(await kv.snapshotAsync()).toEqual(kv.snapshot())
+    }
+    const empty = slicedKv(8).kv
+    expect(await empty.snapshotAsync()).toEqual(empty.snapshot())
+  })
+
+  it('is not disturbed by a restore while it encodes', async () => {
+    const other = new KvStateMachine()
+    applier(other)({ op: 'put', key: 'other', value: 'state' })
+    const { kv } = slicedKv(16, (n) => {
+      if (n === 2) kv.restore(other.snapshot())
+      // After the restore, puts change the new map, not the one being encoded.
+      kv.apply(encodeKvCommand({ op: 'put', key: 'k1', value: `after-${n}` }), 100 + n)
+    })
+    const apply = applier(kv)
+    for (let i = 0; i < 20; i++) apply({ op: 'put', key: `k${i}`, value: `v${i}` })
+    const expected = kv.snapshot()
+    expect(await kv.snapshotAsync()).toEqual(expected)
+    expect(kv.get('other')).toBe('state')
+    expect(kv.get('k2')).toBeNull()
+  })
+
+  it('stops at the next slice with the abort reason once its signal aborts', async () => {
+    const controller = new AbortController()
+    const { kv, yields } = slicedKv(8, (n) => {
+      if (n === 3) controller.abort(new Error('the node stops'))
+    })
+    const apply = applier(kv)
+    for (let i = 0; i < 50; i++) apply({ op: 'put', key: `k${i}`, value: `v${i}` })
+    await expect(kv.snapshotAsync({ signal: controller.signal })).rejects.toThrow('the node stops')
+    expect(yields()).toBe(3)
+    // A snapshot after an aborted one is whole again.
+    const copy = new KvStateMachine()
+    copy.restore(await kv.snapshotAsync())
+    expect(copy.entries()).toEqual(kv.entries())
+  })
+
+  it('yields to the event loop by default: timers run while a large state is encoded', async () => {
+    const kv = new KvStateMachine({ snapshotSliceBytes: 4096 })
+    const apply = applier(kv)
+    const value = 'v'.repeat(200)
+    for (let i = 0; i < 2_000; i++) apply({ op: 'put', key: `key-${i}`, value })
+    let timerRan = false
+    setTimeout(() => {
+      timerRan = true
+    }, 0)
+    // Encoded in one go, the promise would settle before the timer could fire.
+    const bytes = await kv.snapshotAsync()
+    expect(timerRan).toBe(true)
+    expect(bytes).toEqual(kv.snapshot())
   })
 })

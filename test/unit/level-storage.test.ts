@@ -2,9 +2,12 @@
 // mean the same thing by save, compact and load: one behavioural suite runs
 // against both, each test on a fresh store. LevelDB-only tests then reopen a
 // store, damage one by hand through a raw ClassicLevel on the same path, and
-// provoke LevelDB errors, checking what load/open report.
+// provoke LevelDB errors, checking what load/open report. They also check
+// that a compaction writes its (large) snapshot file without holding up the
+// saves issued after it, and what happens when a newer snapshot overtakes it
+// or the store is closed while it is written.
 
-import { mkdtemp, rm } from 'node:fs/promises'
+import { mkdtemp, readdir, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { ClassicLevel } from 'classic-level'
@@ -161,10 +164,12 @@ function storageSuite(name: string, harness: Harness): void {
         storage
           .save({ hardState: hard(2, 'b', 0), entries: entries(4, 4, 2), snapshot: null })
           .then(() => order.push(3)),
-        storage.compact(snapshot(2, 1)).then(() => order.push(4)),
-        storage.save({ hardState: hard(2, 'b', 4), entries: [], snapshot: null }).then(() => order.push(5)),
+        storage.save({ hardState: hard(2, 'b', 4), entries: [], snapshot: null }).then(() => order.push(4)),
       ])
-      expect(order).toEqual([1, 2, 3, 4, 5])
+      expect(order).toEqual([1, 2, 3, 4])
+      // A compaction may land after saves issued later (it writes its data
+      // first); issued alone, it drops what it covers of the repaired log.
+      await storage.compact(snapshot(2, 1))
       const state = await storage.load()
       expect(state.hardState).toEqual(hard(2, 'b', 4))
       expect(shape(state)).toEqual([
@@ -185,7 +190,8 @@ function storageSuite(name: string, harness: Harness): void {
       hardState.vote = 'z'
       await pending
       const compacting = storage.compact(taken)
-      taken.data[0] = 0
+      // Snapshot data is handed over, not copied (LogStorage.compact): only the meta may change.
+      taken.meta.index = 3
       taken.meta.confState.voters.push('x')
       await compacting
       const first = await storage.load()
@@ -196,6 +202,21 @@ function storageSuite(name: string, harness: Harness): void {
       expect(second.hardState).toEqual(hard(1, 'a', 2))
       expect(second.snapshot).toEqual(snapshot(1, 1))
       expect(second.entries).toEqual(entries(2, 3, 1))
+    })
+
+    test('a compaction at or below the stored snapshot does nothing: the newer snapshot stays', async () => {
+      const storage = await harness.create()
+      await storage.save({ hardState: hard(1, 'a', 10), entries: entries(1, 10, 1), snapshot: null })
+      // A snapshot from the leader arrived while the node built its own, older one.
+      await storage.save({ hardState: null, entries: [], snapshot: snapshot(8, 1) })
+      await storage.compact(snapshot(5, 1))
+      await storage.compact(snapshot(8, 1))
+      const state = await storage.load()
+      expect(state.snapshot).toEqual(snapshot(8, 1))
+      expect(shape(state)).toEqual([
+        [9, 1],
+        [10, 1],
+      ])
     })
 
     test('a malformed update is refused as a broken invariant and leaves the store as it was', async () => {
@@ -324,6 +345,44 @@ describe('LevelLogStorage on disk', () => {
     await expect(openLevel(path)).rejects.toThrow(/entries 4\.\.4 are missing \(the log starts at 5\)/)
   })
 
+  test('covered entries are cleared after a compaction, and any a crash left behind are dropped at open', async () => {
+    const path = freshPath()
+    const storage = await openLevel(path)
+    await storage.save({ hardState: hard(1, 'a', 9), entries: entries(1, 9, 1), snapshot: null })
+    await storage.compact(snapshot(5, 1))
+    await storage.close()
+    const raw = new ClassicLevel<Uint8Array, Uint8Array>(path, { keyEncoding: 'view', valueEncoding: 'view' })
+    const entryKeys = { gte: entryKey(0), lt: entryKey(2 ** 40) }
+    try {
+      // close() waited for the range clear: only the entries after the snapshot are left.
+      expect((await raw.keys(entryKeys).all()).length).toBe(4)
+      // A crash before the clear ran would have left the covered entries.
+      for (const leftover of entries(2, 5, 1)) await raw.put(entryKey(leftover.index), leftover.data)
+    } finally {
+      await raw.close()
+    }
+
+    const reopened = await openLevel(path)
+    const state = await reopened.load()
+    expect(state.snapshot?.meta.index).toBe(5)
+    expect(shape(state)).toEqual([
+      [6, 1],
+      [7, 1],
+      [8, 1],
+      [9, 1],
+    ])
+    await reopened.close()
+    const check = new ClassicLevel<Uint8Array, Uint8Array>(path, {
+      keyEncoding: 'view',
+      valueEncoding: 'view',
+    })
+    try {
+      expect((await check.keys(entryKeys).all()).length).toBe(4)
+    } finally {
+      await check.close()
+    }
+  })
+
   test('a LevelDB failure is a StorageError naming the path and the operation, with the cause', async () => {
     const path = freshPath()
     await openLevel(path)
@@ -344,6 +403,62 @@ describe('LevelLogStorage on disk', () => {
     await expect(third).rejects.toMatchObject({ code: 'ERR_RAFT_STORAGE' })
     await Promise.all([first, second])
     expect((await storage.load()).entries.map((loaded) => loaded.index)).toEqual([1, 2])
+  })
+
+  test('a compaction writes its snapshot file without holding up the saves issued after it', async () => {
+    const path = freshPath()
+    const storage = await openLevel(path)
+    await storage.save({ hardState: hard(1, 'a', 4), entries: entries(1, 4, 1), snapshot: null })
+    // Big enough that writing and syncing it takes far longer than a few small synced batches.
+    const big: Snapshot = { ...snapshot(4, 1), data: new Uint8Array(48 * 1024 * 1024).fill(7) }
+    const order: string[] = []
+    const compacting = storage.compact(big).then(() => order.push('compact'))
+    for (let index = 5; index <= 7; index++) {
+      await storage.save({ hardState: null, entries: entries(index, index, 1), snapshot: null })
+      order.push(`save ${index}`)
+    }
+    await compacting
+    expect(order).toEqual(['save 5', 'save 6', 'save 7', 'compact'])
+    await storage.close()
+    const reopened = await openLevel(path)
+    const state = await reopened.load()
+    expect(state.snapshot?.meta.index).toBe(4)
+    expect(state.snapshot?.data.length).toBe(big.data.length)
+    expect(state.snapshot?.data.every((byte) => byte === 7)).toBe(true)
+    expect(shape(state)).toEqual([
+      [5, 1],
+      [6, 1],
+      [7, 1],
+    ])
+  })
+
+  test('a compaction overtaken by a newer snapshot leaves that one and no stray file', async () => {
+    const path = freshPath()
+    const storage = await openLevel(path)
+    await storage.save({ hardState: hard(1, 'a', 9), entries: entries(1, 9, 1), snapshot: null })
+    // The save joins the queue at once; the compaction only once its file is written.
+    const compacting = storage.compact(snapshot(5, 1))
+    await storage.save({ hardState: null, entries: [], snapshot: snapshot(8, 1) })
+    await compacting
+    const state = await storage.load()
+    expect(state.snapshot).toEqual(snapshot(8, 1))
+    expect(shape(state)).toEqual([[9, 1]])
+    expect(await readdir(join(path, 'snapshots'))).toEqual(['snapshot-8-1.bin'])
+  })
+
+  test('close waits for a compaction that is still writing its file', async () => {
+    const path = freshPath()
+    const storage = await openLevel(path)
+    await storage.save({ hardState: hard(1, 'a', 6), entries: entries(1, 6, 1), snapshot: null })
+    const big: Snapshot = { ...snapshot(6, 1), data: new Uint8Array(8 * 1024 * 1024).fill(3) }
+    const compacting = storage.compact(big)
+    await storage.close()
+    await compacting
+    const reopened = await openLevel(path)
+    const state = await reopened.load()
+    expect(state.snapshot?.meta.index).toBe(6)
+    expect(state.entries).toEqual([])
+    expect(await readdir(join(path, 'snapshots'))).toEqual(['snapshot-6-1.bin'])
   })
 
   test('a closed store refuses to save', async () => {
