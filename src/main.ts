@@ -24,7 +24,7 @@ import {
   writeNodeRecord,
 } from './node/data-dir.ts'
 import { DockletNode } from './node/docklet-node.ts'
-import { PortForwarder, registerWorkspaceProxy } from './proxy/index.ts'
+import { ProxyFront, registerWorkspaceProxy } from './proxy/index.ts'
 import { hashPassword } from './security/password.ts'
 
 export interface RunOptions {
@@ -92,10 +92,17 @@ async function startPortal(node: DockletNode, config: NodeConfig, logger: Logger
   const match = /^(.*):(\d+)$/.exec(config.portal)
   if (match === null) return null
   const app = buildApiServer({ backend: node })
-  // Before listen: /go/* (workspaces, HTTP and WebSocket) on the same app, hops over the mesh.
-  registerWorkspaceProxy(app, { state: node.state, selfId: node.id, portal: config.portal, logger })
+  // Proxy worker threads own the portal's address: they serve /go/* (workspaces, HTTP and
+  // WebSocket, hops over the mesh) off the main thread and pass the rest to the app.
+  // One of them also forwards the mapped ports.
+  const portal = registerWorkspaceProxy(app, {
+    state: node.state,
+    selfId: node.id,
+    logger,
+    portForwarding: true,
+  })
   try {
-    await app.listen({ host: match[1]!.replace(/^\[|\]$/g, ''), port: Number(match[2]) })
+    await portal.listen({ host: match[1]!.replace(/^\[|\]$/g, ''), port: Number(match[2]) })
   } catch (error) {
     await app.close().catch(() => {})
     const code = (error as NodeJS.ErrnoException).code
@@ -154,9 +161,18 @@ export async function runNode(options: RunOptions): Promise<void> {
     await node.stop()
     throw error
   }
-  // Port mappings: every node listens on every mapped public port.
-  const ports = new PortForwarder({ state: node.state, selfId: node.id, logger })
-  ports.start()
+  // Port mappings: every node listens on every mapped public port, in a proxy worker (the portal's when it has one).
+  const ports =
+    portal === null
+      ? new ProxyFront({ state: node.state, selfId: node.id, logger, portForwarding: true })
+      : null
+  try {
+    await ports?.start()
+  } catch (error) {
+    await control.close().catch(() => {})
+    await node.stop()
+    throw error
+  }
   if (record.origin === 'init') node.buildInitialImages()
   options.onReady?.(node)
 
@@ -167,7 +183,7 @@ export async function runNode(options: RunOptions): Promise<void> {
     logger.info({ reason }, 'stopping')
     await control.close().catch(() => {})
     await portal?.close().catch(() => {})
-    await ports.stop().catch(() => {})
+    await ports?.close().catch(() => {})
     await node.stop()
   }
   const onSignal = (signal: NodeJS.Signals) => void stop(signal)

@@ -11,8 +11,8 @@
 // verified hop keeps the ones the first node set. The Host header goes on
 // unchanged: Jupyter compares a WebSocket's Origin with it.
 
-import { actAsHeader, csrfCookie, csrfHeader, sessionCookie } from '../api/api-context.ts'
 import { hopHeader } from './hop-token.ts'
+import { actAsHeader, csrfCookie, csrfHeader, sessionCookie } from './portal-names.ts'
 
 const HOP_BY_HOP: ReadonlySet<string> = new Set([
   'connection',
@@ -57,27 +57,40 @@ export interface RequestHeaderOptions {
   hop: string | null
   /** A WebSocket (or other) upgrade: Connection and Upgrade go on. */
   upgrade: boolean
+  /** The body is sent chunked (the client sent it so; Node has decoded it). */
+  chunked: boolean
 }
 
-/** Header names the Connection header lists (they are hop-by-hop too). */
-function connectionTokens(rawHeaders: readonly string[]): Set<string> {
-  const tokens = new Set<string>()
-  for (let i = 0; i + 1 < rawHeaders.length; i += 2)
-    if (rawHeaders[i]!.toLowerCase() === 'connection')
-      for (const token of rawHeaders[i + 1]!.split(',')) tokens.add(token.trim().toLowerCase())
+/** Header names the Connection header lists beyond the hop-by-hop ones (null: none, the usual case). */
+function connectionTokens(rawHeaders: readonly string[]): Set<string> | null {
+  let tokens: Set<string> | null = null
+  for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i]!
+    if (name.length !== 10 || name.toLowerCase() !== 'connection') continue
+    for (const token of rawHeaders[i + 1]!.split(',')) {
+      const word = token.trim().toLowerCase()
+      if (word !== '' && !HOP_BY_HOP.has(word)) (tokens ??= new Set()).add(word)
+    }
+  }
   return tokens
 }
 
 /** The Cookie header without the portal's cookies; null when nothing is left. */
 export function withoutPortalCookies(header: string): string | null {
-  const kept: string[] = []
-  for (const part of header.split(';')) {
+  let kept = ''
+  let from = 0
+  while (from < header.length) {
+    let end = header.indexOf(';', from)
+    if (end < 0) end = header.length
+    const part = header.slice(from, end).trim()
+    from = end + 1
+    if (part === '') continue
     const eq = part.indexOf('=')
     const name = (eq < 0 ? part : part.slice(0, eq)).trim()
     if (name === '' || PORTAL_COOKIES.has(name)) continue
-    kept.push(part.trim())
+    kept = kept === '' ? part : `${kept}; ${part}`
   }
-  return kept.length === 0 ? null : kept.join('; ')
+  return kept === '' ? null : kept
 }
 
 /** The client address as people write it (no IPv4-mapped IPv6 prefix). */
@@ -86,13 +99,18 @@ export function plainAddress(address: string | undefined): string {
   return address.startsWith('::ffff:') && address.includes('.') ? address.slice(7) : address
 }
 
-/** The raw request headers to send on to the workspace or the next node. */
-export function upstreamRequestHeaders(
-  rawHeaders: readonly string[],
+/**
+ * The request head (request line, headers, blank line) to send on to the
+ * workspace or the next node, as one latin1 string: Node hands header
+ * values over as latin1, so every byte the client sent goes on unchanged.
+ */
+export function upstreamRequestHead(
+  request: { method?: string | undefined; url?: string | undefined; rawHeaders: readonly string[] },
   options: RequestHeaderOptions,
-): string[] {
+): string {
+  const rawHeaders = request.rawHeaders
   const listed = connectionTokens(rawHeaders)
-  const out: string[] = []
+  let head = `${request.method ?? 'GET'} ${request.url ?? '/'} HTTP/1.1\r\n`
   let upgradeProtocol = ''
   for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
     const name = rawHeaders[i]!
@@ -100,23 +118,24 @@ export function upstreamRequestHeaders(
     const lower = name.toLowerCase()
     if (lower === 'upgrade') upgradeProtocol = value
     if (HOP_BY_HOP.has(lower) || PORTAL_ONLY.has(lower)) continue
-    if (listed.has(lower) && lower !== 'cookie' && lower !== 'host') continue
+    if (listed?.has(lower) && lower !== 'cookie' && lower !== 'host') continue
     if (FORWARDED.has(lower) && options.forwarded !== 'keep') continue
     if (lower === 'cookie') {
       const kept = withoutPortalCookies(value)
-      if (kept !== null) out.push(name, kept)
+      if (kept !== null) head += `${name}: ${kept}\r\n`
       continue
     }
-    out.push(name, value)
+    head += `${name}: ${value}\r\n`
   }
   if (options.forwarded !== 'keep') {
-    out.push('X-Forwarded-For', options.forwarded.for, 'X-Forwarded-Proto', options.forwarded.proto)
-    if (options.forwarded.host !== '') out.push('X-Forwarded-Host', options.forwarded.host)
+    head += `X-Forwarded-For: ${options.forwarded.for}\r\nX-Forwarded-Proto: ${options.forwarded.proto}\r\n`
+    if (options.forwarded.host !== '') head += `X-Forwarded-Host: ${options.forwarded.host}\r\n`
   }
-  if (options.authorization !== null) out.push('Authorization', options.authorization)
-  if (options.hop !== null) out.push('X-Docklet-Hop', options.hop)
-  if (options.upgrade) out.push('Connection', 'Upgrade', 'Upgrade', upgradeProtocol || 'websocket')
-  return out
+  if (options.authorization !== null) head += `Authorization: ${options.authorization}\r\n`
+  if (options.hop !== null) head += `X-Docklet-Hop: ${options.hop}\r\n`
+  if (options.upgrade) head += `Connection: Upgrade\r\nUpgrade: ${upgradeProtocol || 'websocket'}\r\n`
+  else if (options.chunked) head += 'Transfer-Encoding: chunked\r\n'
+  return `${head}\r\n`
 }
 
 /** The raw response headers to send back to the client (Node frames the body itself). */
@@ -125,15 +144,8 @@ export function downstreamResponseHeaders(rawHeaders: readonly string[]): string
   const out: string[] = []
   for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
     const lower = rawHeaders[i]!.toLowerCase()
-    if (HOP_BY_HOP.has(lower) || listed.has(lower)) continue
+    if (HOP_BY_HOP.has(lower) || listed?.has(lower)) continue
     out.push(rawHeaders[i]!, rawHeaders[i + 1]!)
   }
   return out
-}
-
-/** An HTTP/1.1 request head for a raw upgrade tunnel. */
-export function requestHead(method: string, url: string, headers: readonly string[]): string {
-  let head = `${method} ${url} HTTP/1.1\r\n`
-  for (let i = 0; i + 1 < headers.length; i += 2) head += `${headers[i]}: ${headers[i + 1]}\r\n`
-  return `${head}\r\n`
 }

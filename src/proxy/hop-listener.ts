@@ -1,26 +1,25 @@
 // Where other nodes' hops arrive when this node's portal listens on one
 // address only (say its LAN address): the same port on this host's mesh IP,
 // serving nothing but verified hops. A portal on the wildcard address
-// already answers on the mesh IP and needs none. The mesh address comes
-// from the replicated state and its interface may come up after the node
-// starts, so the listener follows the state and retries a failed listen.
+// already answers on the mesh IP and needs none. It runs in each proxy
+// worker beside the portal listener and follows the view's hopListen
+// (proxy-view.ts): the mesh address comes from the replicated state and its
+// interface may come up after the node starts, so a failed listen is tried
+// again.
 
 import { createServer, type Server } from 'node:http'
-import type { Logger } from 'pino'
-import type { ClusterState } from '../state/cluster-state.ts'
-import type { WorkspaceProxy } from './workspace-proxy.ts'
-import { isWildcardHost, selfMeshIp, splitHostPort } from './workspace-route.ts'
+import type { ProxyLog, WorkspaceProxy } from './workspace-proxy.ts'
 
 export const hopListenRetryMsDefault = 5_000
 
 export interface HopListenerInit {
   proxy: WorkspaceProxy
-  state: ClusterState
-  selfId: string
-  /** This node's portal address (HOST:PORT, '' for none). */
-  portal: string
-  logger?: Logger
+  log?: ProxyLog
   retryMs?: number
+  /** Several workers share the address (SO_REUSEPORT). */
+  reusePort?: boolean
+  /** Called whenever the address served changes ('' for none). */
+  onListening?: (address: string) => void
 }
 
 export class HopListener {
@@ -28,7 +27,7 @@ export class HopListener {
   private server: Server | null = null
   /** HOST:PORT the server listens on ('' while none). */
   private address = ''
-  private unwatch: (() => void) | null = null
+  private want: { host: string; port: number } | null = null
   private retry: NodeJS.Timeout | null = null
   private busy: Promise<void> = Promise.resolve()
   private stopped = false
@@ -42,28 +41,14 @@ export class HopListener {
     return this.address
   }
 
-  /** Where hops should be served: the mesh IP with the portal's port, or null. */
-  desired(): { host: string; port: number } | null {
-    const portal = splitHostPort(this.init.portal)
-    if (portal === null || isWildcardHost(portal.host)) return null
-    const meshIp = selfMeshIp(this.init.state.view, this.init.selfId)
-    if (meshIp === null || meshIp === portal.host) return null
-    return { host: meshIp, port: portal.port }
-  }
-
-  start(): void {
-    if (this.unwatch !== null) return
-    this.unwatch = this.init.state.watch((command) => {
-      if (command === null || command.type.startsWith('member.') || command.type === 'cluster.init')
-        this.schedule()
-    })
+  /** Serves hops on `want` from now on (null: nowhere). */
+  follow(want: { host: string; port: number } | null): void {
+    this.want = want
     this.schedule()
   }
 
   async stop(): Promise<void> {
     this.stopped = true
-    this.unwatch?.()
-    this.unwatch = null
     if (this.retry !== null) clearTimeout(this.retry)
     this.retry = null
     await this.busy
@@ -77,7 +62,7 @@ export class HopListener {
 
   private async reconcile(): Promise<void> {
     if (this.stopped) return
-    const want = this.desired()
+    const want = this.want
     const wanted = want === null ? '' : `${want.host}:${want.port}`
     if (wanted === this.address && (wanted === '' || this.server !== null)) return
     await this.close()
@@ -85,20 +70,20 @@ export class HopListener {
     const server = createServer((request, response) =>
       this.init.proxy.handleRequest(request, response, { hopOnly: true }),
     )
-    server.on('upgrade', (request, socket, head) =>
+    server.on('upgrade', (request, socket, head: Buffer) =>
       this.init.proxy.handleUpgrade(request, socket, head, { hopOnly: true }),
     )
     try {
       await new Promise<void>((resolve, reject) => {
         server.once('error', reject)
-        server.listen({ host: want.host, port: want.port }, () => {
+        server.listen({ host: want.host, port: want.port, reusePort: this.init.reusePort === true }, () => {
           server.off('error', reject)
           resolve()
         })
       })
     } catch (error) {
       const code = (error as NodeJS.ErrnoException).code
-      this.init.logger?.warn(
+      this.init.log?.warn(
         { address: wanted, code },
         code === 'EADDRINUSE'
           ? `Cannot serve workspace hops on ${wanted}: another program uses it; other nodes cannot proxy workspaces here until it is free.`
@@ -111,16 +96,21 @@ export class HopListener {
       this.retry.unref()
       return
     }
-    server.on('error', (error) => this.init.logger?.warn({ err: error }, 'workspace hop listener failed'))
+    server.on('error', (error) =>
+      this.init.log?.warn({ err: String(error) }, 'workspace hop listener failed'),
+    )
     this.server = server
     this.address = wanted
-    this.init.logger?.info({ address: wanted }, 'serving workspace hops on the mesh')
+    this.init.onListening?.(wanted)
   }
 
   private async close(): Promise<void> {
     const server = this.server
     this.server = null
-    this.address = ''
+    if (this.address !== '') {
+      this.address = ''
+      this.init.onListening?.('')
+    }
     if (server === null) return
     server.closeAllConnections()
     await new Promise<void>((resolve) => server.close(() => resolve()))

@@ -6,17 +6,19 @@
 // mesh address is such a hop and is never forwarded again, so nodes that
 // disagree for a moment (a vnode moving) cannot bounce a connection around.
 //
-// Listeners follow the state (ClusterState.watch): opened as mappings appear,
-// closed (with their connections) as they go; a mapping whose target moves
-// keeps its listener, and only new connections take the new path. A port in
-// use is logged and tried again later, never fatal. Connections are bounded.
+// It runs in a proxy worker thread (proxy-worker.ts), off the main thread,
+// over the routes part of the view the main thread posts (proxy-view.ts
+// resolves every mapping to its target). Listeners follow the view: opened
+// as mappings appear, closed (with their connections) as they go; a mapping
+// whose target moves keeps its listener, and only new connections take the
+// new path. A port in use is logged and tried again later, never fatal.
+// Connections are bounded.
 
 import { connect, createServer, type Server, type Socket } from 'node:net'
-import type { Logger } from 'pino'
-import type { ClusterState } from '../state/cluster-state.ts'
 import { plainAddress } from './forward-headers.ts'
+import type { RouteView } from './proxy-view.ts'
 import { joinSockets } from './socket-pair.ts'
-import { memberMeshIps, selfMeshIp } from './workspace-route.ts'
+import type { ProxyLog } from './workspace-proxy.ts'
 
 /** Forwarded connections open at once on this node, over all ports. */
 export const portConnectionsMaxDefault = 4_096
@@ -26,15 +28,18 @@ export const portRetryMsDefault = 10_000
 /** All addresses: a mapped port is public, and other nodes' hops arrive on the mesh address. */
 export const portListenHostDefault = '0.0.0.0'
 
-export interface PortForwarderInit {
-  state: ClusterState
-  selfId: string
-  logger?: Logger
+export interface PortForwarderOptions {
   /** Address to listen on (tests give each node its own loopback address). */
   listenHost?: string
   connectionsMax?: number
   connectTimeoutMs?: number
   retryMs?: number
+}
+
+export interface PortForwarderInit extends PortForwarderOptions {
+  /** Where the current routes are read (the worker replaces them as updates arrive). */
+  views: { readonly view: { readonly routes: RouteView } }
+  log?: ProxyLog
 }
 
 interface Listener {
@@ -51,7 +56,6 @@ export class PortForwarder {
   /** Ports whose listen failed, with the time of the failure. */
   private readonly failed = new Map<number, number>()
   private active = 0
-  private unwatch: (() => void) | null = null
   private pending = false
   private retry: NodeJS.Timeout | null = null
   private stopped = false
@@ -76,26 +80,19 @@ export class PortForwarder {
     return this.active
   }
 
-  start(): void {
-    if (this.unwatch !== null) return
-    this.unwatch = this.init.state.watch((command) => {
-      // Mappings change with port commands and with vcluster commands (which prune them).
-      if (command === null || command.type.startsWith('port') || command.type.startsWith('vcluster.'))
-        this.schedule()
-    })
+  /** Follows the current view: call after every routes update (and once to start). */
+  follow(): void {
     this.schedule()
   }
 
   async stop(): Promise<void> {
     this.stopped = true
-    this.unwatch?.()
-    this.unwatch = null
     if (this.retry !== null) clearTimeout(this.retry)
     this.retry = null
     await Promise.all([...this.listeners.keys()].map((port) => this.close(port)))
   }
 
-  /** Reconciles once after the current burst of applied commands (watchers must be quick). */
+  /** Reconciles once after the current burst of updates. */
   private schedule(): void {
     if (this.pending || this.stopped) return
     this.pending = true
@@ -107,7 +104,7 @@ export class PortForwarder {
 
   private reconcile(): void {
     if (this.stopped) return
-    const wanted = new Set(Object.values(this.init.state.view.portMappings).map((m) => m.publicPort))
+    const wanted = new Set(this.init.views.view.routes.ports.keys())
     for (const port of this.listeners.keys()) if (!wanted.has(port)) void this.close(port)
     for (const port of this.failed.keys()) if (!wanted.has(port)) this.failed.delete(port)
     const retryMs = this.init.retryMs ?? portRetryMsDefault
@@ -132,7 +129,7 @@ export class PortForwarder {
     server.on('error', (error: NodeJS.ErrnoException) => {
       if (server.listening) {
         // An accept failed (out of file descriptors, say): the port stays open.
-        this.init.logger?.warn(
+        this.init.log?.warn(
           { port, code: error.code },
           `A connection to mapped port ${port} failed: ${error.message}`,
         )
@@ -140,7 +137,7 @@ export class PortForwarder {
       }
       if (this.listeners.get(port)?.server === server) this.listeners.delete(port)
       this.failed.set(port, Date.now())
-      this.init.logger?.warn(
+      this.init.log?.warn(
         { port, code: error.code },
         error.code === 'EADDRINUSE'
           ? `The mapped public port ${port} is in use by another program on this host; connections to it here do not reach the vnode until it is free (retrying every ${this.init.retryMs ?? portRetryMsDefault} ms).`
@@ -150,7 +147,7 @@ export class PortForwarder {
     })
     server.listen({ host: this.listenHost, port }, () => {
       this.failed.delete(port)
-      this.init.logger?.info({ port }, 'forwarding a mapped port')
+      this.init.log?.info({ port }, 'forwarding a mapped port')
     })
   }
 
@@ -171,31 +168,23 @@ export class PortForwarder {
     // The mapping is gone: its connections go with it.
     for (const socket of listener.sockets) socket.destroy()
     await new Promise<void>((resolve) => listener.server.close(() => resolve()))
-    this.init.logger?.info({ port }, 'stopped forwarding a mapped port')
+    this.init.log?.info({ port }, 'stopped forwarding a mapped port')
   }
 
-  /** Where a connection to `port` goes now, or a reason to drop it. */
+  /** Where a connection to `port` from `remoteAddress` goes now, or a reason to drop it. */
   target(
     port: number,
     remoteAddress: string,
   ): { host: string; port: number; localAddress?: string } | string {
-    const data = this.init.state.view
-    const mapping = data.portMappings[String(port)]
-    if (mapping === undefined) return 'no mapping'
-    const vnode = data.vclusters[mapping.vcluster]?.vnodes.find(
-      (v) => v.index === mapping.index && v.desired !== 'deleted',
-    )
-    if (vnode === undefined || vnode.host === null) return 'the vnode is not placed'
-    if (vnode.host === this.init.selfId) return { host: vnode.ip, port: mapping.port }
-    const self = selfMeshIp(data, this.init.selfId)
-    const meshIps = memberMeshIps(data)
+    const routes = this.init.views.view.routes
+    const route = routes.ports.get(port)
+    if (route === undefined) return 'no mapping'
+    if (route.kind === 'drop') return route.reason
+    if (route.kind === 'local') return route
     // Another node's mesh address: a hop (this host's own is a local client's).
-    if (remoteAddress !== self && meshIps.has(remoteAddress))
+    if (remoteAddress !== route.localAddress && routes.memberMeshIps.has(remoteAddress))
       return 'a hop for a vnode that is not on this host'
-    const far = data.members[vnode.host]
-    if (self === null || far === undefined || !meshIps.has(far.meshIp ?? ''))
-      return 'the vnode is on a host this node reaches through no mesh'
-    return { host: far.meshIp!, port, localAddress: self }
+    return route
   }
 
   private accept(port: number, socket: Socket, sockets: Set<Socket>): void {
@@ -205,7 +194,7 @@ export class PortForwarder {
     }
     const target = this.target(port, plainAddress(socket.remoteAddress))
     if (typeof target === 'string') {
-      this.init.logger?.debug({ port, reason: target }, 'dropped a connection to a mapped port')
+      this.init.log?.debug({ port, reason: target }, 'dropped a connection to a mapped port')
       socket.destroy()
       return
     }
@@ -216,7 +205,12 @@ export class PortForwarder {
       sockets.delete(socket)
       this.active -= 1
     }
-    const upstream = connect({ allowHalfOpen: true, ...target })
+    const upstream = connect({
+      allowHalfOpen: true,
+      host: target.host,
+      port: target.port,
+      ...(target.localAddress === undefined ? {} : { localAddress: target.localAddress }),
+    })
     const timer = setTimeout(() => upstream.destroy(new Error('connect timeout')), this.connectTimeoutMs)
     let joined = false
     upstream.once('connect', () => {
@@ -229,7 +223,7 @@ export class PortForwarder {
       if (joined || failed) return
       failed = true
       clearTimeout(timer)
-      this.init.logger?.debug(
+      this.init.log?.debug(
         { port, target: `${target.host}:${target.port}`, code: error.code },
         'mapped port target failed',
       )

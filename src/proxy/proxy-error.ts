@@ -23,6 +23,7 @@ export type ProxyErrorCode =
   | 'ERR_WORKSPACE_MOVED'
   | 'ERR_PROXY_BUSY'
   | 'ERR_UPSTREAM_FAILED'
+  | 'ERR_PORTAL_FAILED'
 
 export class ProxyError extends Error {
   readonly code: ProxyErrorCode

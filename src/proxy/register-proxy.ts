@@ -1,77 +1,43 @@
-// Puts the workspace proxy on the portal's fastify app: `/go/*` for every
-// method (bodies are left unread, so they stream through instead of being
-// parsed), WebSocket upgrades on the app's server, the mesh listener for
-// other nodes' hops once the portal listens, and everything cut when the
-// app closes (upgraded sockets are no longer the server's to close).
+// Puts the portal behind the proxy workers: the fastify app no longer
+// listens itself; listen() starts the workers on the portal's address
+// (proxy-front.ts), they proxy /go/ (HTTP and WebSocket) off the main
+// thread and pass every other request to the app through the portal
+// bridge. Closing the app stops the workers first (tunnels included).
 
 import type { FastifyInstance } from 'fastify'
-import { HopListener } from './hop-listener.ts'
-import { WorkspaceProxy, type WorkspaceProxyInit } from './workspace-proxy.ts'
-import { workspacePrefix } from './workspace-route.ts'
+import { ProxyFront, type ProxyFrontInit } from './proxy-front.ts'
+import type { WorkerStats } from './proxy-messages.ts'
 
-export interface PortalProxyInit extends WorkspaceProxyInit {
-  /** This node's portal address (HOST:PORT): where other nodes' hops arrive. */
-  portal: string
-  /** How long to wait before a failed mesh listen is tried again. */
-  hopListenRetryMs?: number
-}
+export type PortalProxyInit = Omit<ProxyFrontInit, 'server'>
 
 export interface PortalProxy {
-  proxy: WorkspaceProxy
-  /** The mesh listener for other nodes' hops, once the portal listens. */
-  readonly hops: HopListener | null
+  /** Readies the app and serves the portal on host:port (0: the kernel picks); resolves with the port. */
+  listen(options: { host: string; port: number }): Promise<number>
+  /** Where other nodes' hops are served besides the portal ('' when nowhere). */
+  readonly hopsListening: string
+  /** Each worker's counters. */
+  stats(): Promise<WorkerStats[]>
 }
 
-/** The portal address with the port it really got (a configured port 0 is the kernel's pick). */
-function boundPortal(app: FastifyInstance, portal: string): string {
-  const address = app.server.address()
-  const match = /^(.*):(\d+)$/.exec(portal)
-  if (match === null || address === null || typeof address !== 'object') return portal
-  return `${match[1]}:${address.port}`
-}
-
-/** Registers /go/* on `app` (call before it listens). */
+/** Puts `app` behind the proxy workers (call before it is ready, instead of app.listen). */
 export function registerWorkspaceProxy(app: FastifyInstance, init: PortalProxyInit): PortalProxy {
-  const proxy = new WorkspaceProxy(init)
-  let hops: HopListener | null = null
-  void app.register(async (scope) => {
-    // The body stays in the request stream, to be piped to the workspace.
-    scope.removeAllContentTypeParsers()
-    scope.addContentTypeParser('*', (_request, _payload, done) => done(null))
-    scope.all(`${workspacePrefix}*`, (request, reply) => {
-      reply.hijack()
-      proxy.handleRequest(request.raw, reply.raw)
-    })
-  })
-  app.server.on('upgrade', (request, socket, head: Buffer) => {
-    if ((request.url ?? '').startsWith(workspacePrefix)) {
-      proxy.handleUpgrade(request, socket, head)
-      return
-    }
-    // Nothing else on the portal upgrades; with no other listener the socket would hang.
+  const front = new ProxyFront({ ...init, server: app.server })
+  app.server.on('upgrade', (_request, socket) => {
+    // Nothing on the portal upgrades but /go/ (which the workers serve); with no other listener the socket would hang.
     if (app.server.listenerCount('upgrade') === 1)
       socket.end('HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n')
   })
-  app.addHook('onListen', async () => {
-    hops = new HopListener({
-      proxy,
-      state: init.state,
-      selfId: init.selfId,
-      portal: boundPortal(app, init.portal),
-      ...(init.logger === undefined ? {} : { logger: init.logger }),
-      ...(init.hopListenRetryMs === undefined ? {} : { retryMs: init.hopListenRetryMs }),
-    })
-    hops.start()
-  })
   app.addHook('preClose', async () => {
-    // Tunnels first: the servers would wait for them.
-    proxy.close()
-    await hops?.stop()
+    await front.close()
   })
   return {
-    proxy,
-    get hops() {
-      return hops
+    async listen(options) {
+      await app.ready()
+      return front.listen(options)
     },
+    get hopsListening() {
+      return front.hopsListening
+    },
+    stats: () => front.stats(),
   }
 }

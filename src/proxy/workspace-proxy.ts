@@ -1,68 +1,58 @@
 // The any-node workspace proxy: `/go/<owner>/<vcluster>/...` on every
 // node's portal reaches Jupyter on vnode 0 of that vcluster, for plain HTTP
 // and for WebSocket upgrades (kernels, terminals), wherever the vnode runs.
+// It runs in the proxy's worker threads (proxy-worker.ts), over the view of
+// the replicated state the main thread posts them (proxy-view.ts): nothing
+// here touches the main thread, whose event loop runs Raft's timers.
 //
 // Per request: the session cookie is checked (401, or a redirect to the
 // login page for a browser), then ownership (the owner or an admin; anyone
 // else gets the same 404 as for a workspace that does not exist), then the
-// route from the replicated state (workspace-route.ts). A local vnode 0 is
-// dialled directly with `Authorization: token <secret>` added, so the user
-// never types Jupyter's token. A remote one is reached through its host's
-// node with a signed hop header (hop-token.ts) that the far node verifies
-// before it proxies locally; a hop is never forwarded again.
+// route. A local vnode 0 is dialled directly with `Authorization: token
+// <secret>` added, so the user never types Jupyter's token. A remote one is
+// reached through its host's node with a signed hop header (hop-token.ts)
+// that the far node verifies before it proxies locally; a hop is never
+// forwarded again.
 //
-// Bodies stream both ways (pipes, so buffering stays within a socket's
-// high-water mark) and upgrades become raw socket pairs; the event loop only
-// moves chunks, which keeps Raft's timers on time. Connections are bounded
-// (proxied requests and tunnels together).
+// Plain requests go over kept-alive upstream connections (upstream-pool.ts);
+// upgrades become raw socket pairs (socket-pair.ts). Bodies stream both ways
+// with backpressure. Connections are bounded (proxied requests and tunnels
+// together, per worker).
 
-import { Agent, request as httpRequest, type IncomingMessage, type ServerResponse } from 'node:http'
-import { connect, type Socket } from 'node:net'
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import { connect } from 'node:net'
 import type { Duplex } from 'node:stream'
-import type { TLSSocket } from 'node:tls'
-import type { Logger } from 'pino'
-import type { ClusterState } from '../state/cluster-state.ts'
-import {
-  downstreamResponseHeaders,
-  type ForwardedFor,
-  plainAddress,
-  requestHead,
-  upstreamRequestHeaders,
-} from './forward-headers.ts'
+import { type ForwardedFor, plainAddress, upstreamRequestHead } from './forward-headers.ts'
 import { hopHeader, hopTtlMsDefault, signHop, verifyHop } from './hop-token.ts'
 import { ProxyError, sendError, sendSocketError } from './proxy-error.ts'
-import { sessionUserOf } from './proxy-session.ts'
+import { SessionChecker } from './proxy-session.ts'
+import type { ProxyView, ResolvedRoute, WorkspaceEntry } from './proxy-view.ts'
 import { joinSockets } from './socket-pair.ts'
-import {
-  parseWorkspacePath,
-  resolveWorkspaceRoute,
-  selfMeshIp,
-  type WorkspaceRoute,
-  WorkspaceTable,
-  workspacePrefix,
-} from './workspace-route.ts'
+import { ConnectTimeoutError, type ExchangeOwner, UpstreamPool } from './upstream-pool.ts'
+import { parseWorkspacePath, workspaceKey, workspacePrefix } from './workspace-path.ts'
 
 export const proxyConnectTimeoutMsDefault = 5_000
-/** Proxied requests and WebSocket tunnels open at once, on this node. */
+/** Proxied requests and WebSocket tunnels open at once, per worker. */
 export const proxyConnectionsMaxDefault = 4_096
-/** Connections kept to one upstream (a vnode's Jupyter, another node). */
-export const upstreamSocketsMaxPerHost = 256
-export const upstreamFreeSocketsMax = 64
-/** Idle kept-alive upstream sockets close after this, well before Node's or Jupyter's own idle timeouts. */
-export const upstreamIdleMs = 4_000
 /** Where a browser without a session is sent (with ?next=<the workspace URL>). */
 export const loginPathDefault = '/login'
 
+/** What the proxy logs: a pino logger fits, and so does the worker's relay to the main thread. */
+export interface ProxyLog {
+  debug(fields: object, message: string): void
+  info(fields: object, message: string): void
+  warn(fields: object, message: string): void
+  error(fields: object, message: string): void
+}
+
+/** Where the proxy reads the current view (the worker replaces it as updates arrive). */
+export interface ProxyViewSource {
+  readonly view: ProxyView
+}
+
 export interface WorkspaceProxyInit {
-  /** The local replica; routes and sessions are read from it. */
-  state: ClusterState
-  /** This node's member id. */
-  selfId: string
-  logger?: Logger
-  /** Wall clock in ms (tests pass a fake one). */
-  now?: () => number
-  /** The port Jupyter listens on in vnode 0 (JUPYTER_PORT; tests use their own). */
-  workspacePort?: number
+  views: ProxyViewSource
+  log?: ProxyLog
   connectTimeoutMs?: number
   connectionsMax?: number
   hopTtlMs?: number
@@ -74,8 +64,16 @@ export interface ProxyScope {
   hopOnly?: boolean
 }
 
+type ReachableRoute = Exclude<ResolvedRoute, { kind: 'refused' }>
+
 type Decision =
-  | { kind: 'forward'; route: WorkspaceRoute; user: string; forwarded: ForwardedFor | 'keep' }
+  | {
+      kind: 'forward'
+      entry: WorkspaceEntry
+      route: ReachableRoute
+      user: string
+      forwarded: ForwardedFor | 'keep'
+    }
   | { kind: 'redirect'; location: string }
 
 const safeMethods: ReadonlySet<string> = new Set(['GET', 'HEAD', 'OPTIONS'])
@@ -87,14 +85,6 @@ const unreachableCodes: ReadonlySet<string> = new Set([
   'EHOSTDOWN',
   'EADDRNOTAVAIL',
 ])
-
-class ConnectTimeoutError extends Error {
-  readonly code = 'ETIMEDOUT'
-  constructor(timeoutMs: number) {
-    super(`no connection within ${timeoutMs} ms`)
-    this.name = 'ConnectTimeoutError'
-  }
-}
 
 function wantsPage(request: IncomingMessage): boolean {
   const accept = request.headers.accept
@@ -120,39 +110,31 @@ function checkOrigin(request: IncomingMessage): void {
     )
 }
 
-export class WorkspaceProxy {
-  private readonly state: ClusterState
-  private readonly selfId: string
-  private readonly log: Logger | undefined
-  private readonly now: () => number
-  private readonly workspacePort: number | undefined
-  private readonly connectTimeoutMs: number
+function refusal(route: ResolvedRoute & { kind: 'refused' }): ProxyError {
+  return new ProxyError(route.code, route.status, route.message)
+}
+
+export class WorkspaceProxy implements ExchangeOwner<WorkspaceEntry> {
+  private readonly views: ProxyViewSource
+  private readonly log: ProxyLog | undefined
   private readonly connectionsMax: number
+  private readonly connectTimeoutMs: number
   private readonly hopTtlMs: number
   private readonly loginPath: string
-  private readonly table: WorkspaceTable
-  private readonly agent: Agent
+  private readonly sessions = new SessionChecker()
+  private readonly pool: UpstreamPool
   private readonly tunnels = new Set<Duplex>()
   private active = 0
   private closed = false
 
   constructor(init: WorkspaceProxyInit) {
-    this.state = init.state
-    this.selfId = init.selfId
-    this.log = init.logger
-    this.now = init.now ?? Date.now
-    this.workspacePort = init.workspacePort
+    this.views = init.views
+    this.log = init.log
     this.connectTimeoutMs = init.connectTimeoutMs ?? proxyConnectTimeoutMsDefault
     this.connectionsMax = init.connectionsMax ?? proxyConnectionsMaxDefault
     this.hopTtlMs = init.hopTtlMs ?? hopTtlMsDefault
     this.loginPath = init.loginPath ?? loginPathDefault
-    this.table = new WorkspaceTable(init.state)
-    this.agent = new Agent({
-      keepAlive: true,
-      maxSockets: upstreamSocketsMaxPerHost,
-      maxFreeSockets: upstreamFreeSocketsMax,
-      timeout: upstreamIdleMs,
-    })
+    this.pool = new UpstreamPool({ connectTimeoutMs: this.connectTimeoutMs })
   }
 
   /** Proxied requests and tunnels open now. */
@@ -160,7 +142,12 @@ export class WorkspaceProxy {
     return this.active
   }
 
-  /** Serves one HTTP request under /go/ (the caller has hijacked the response). */
+  /** Upstream connections kept idle and in use now. */
+  get upstreamConnections(): { idle: number; busy: number } {
+    return this.pool.counts
+  }
+
+  /** Serves one HTTP request under /go/. */
   handleRequest(request: IncomingMessage, response: ServerResponse, scope: ProxyScope = {}): void {
     let decision: Decision
     try {
@@ -180,20 +167,18 @@ export class WorkspaceProxy {
       return
     }
     const { route } = decision
-    const headers = upstreamRequestHeaders(request.rawHeaders, {
+    const url = request.url ?? '/'
+    const chunked = request.headers['transfer-encoding'] !== undefined
+    const head = upstreamRequestHead(request, {
       forwarded: decision.forwarded,
       authorization: route.kind === 'local' ? `token ${route.token}` : null,
-      hop: route.kind === 'remote' ? this.hopFor(route, decision.user, request.url ?? '/') : null,
+      hop: route.kind === 'remote' ? this.hopFor(route, decision.user, url) : null,
       upgrade: false,
+      chunked,
     })
     this.active += 1
-    let released = false
-    response.once('close', () => {
-      if (released) return
-      released = true
-      this.active -= 1
-    })
-    this.forward(request, response, route, headers, true)
+    response.on('close', this.onResponseClosed)
+    this.pool.exchange(route, request, response, head, this, decision.entry)
   }
 
   /** Serves one upgrade request under /go/ on its raw socket. */
@@ -209,21 +194,32 @@ export class WorkspaceProxy {
       sendSocketError(request, socket, this.asProxyError(error))
       return
     }
-    const { route } = decision
+    const { route, entry } = decision
     const url = request.url ?? '/'
-    const headers = upstreamRequestHeaders(request.rawHeaders, {
+    const requestHead = upstreamRequestHead(request, {
       forwarded: decision.forwarded,
       authorization: route.kind === 'local' ? `token ${route.token}` : null,
       hop: route.kind === 'remote' ? this.hopFor(route, decision.user, url) : null,
       upgrade: true,
+      chunked: false,
+    })
+    const upstream = connect({
+      host: route.address,
+      port: route.port,
+      allowHalfOpen: true,
+      ...(route.kind === 'remote' && route.localAddress !== undefined
+        ? { localAddress: route.localAddress }
+        : {}),
     })
     this.active += 1
+    // Both ends: a half-closed end would otherwise linger after close().
     this.tunnels.add(socket)
+    this.tunnels.add(upstream)
     const release = () => {
       this.tunnels.delete(socket)
+      this.tunnels.delete(upstream)
       this.active -= 1
     }
-    const upstream = this.dial(route)
     let joined = false
     const timer = setTimeout(
       () => upstream.destroy(new ConnectTimeoutError(this.connectTimeoutMs)),
@@ -231,7 +227,7 @@ export class WorkspaceProxy {
     )
     upstream.once('connect', () => {
       clearTimeout(timer)
-      upstream.write(requestHead(request.method ?? 'GET', url, headers))
+      upstream.write(requestHead, 'latin1')
       if (head.length > 0) upstream.write(head)
       joined = true
       joinSockets(socket, upstream, release)
@@ -242,21 +238,34 @@ export class WorkspaceProxy {
       failed = true
       clearTimeout(timer)
       upstream.destroy()
-      sendSocketError(request, socket, this.upstreamError(route, error))
+      sendSocketError(request, socket, this.upstreamError(entry, error))
       release()
     })
   }
 
-  /** Cuts every tunnel and idle upstream connection (the node is stopping). */
+  /** Cuts every tunnel and upstream connection (the node is stopping). */
   close(): void {
     this.closed = true
     for (const socket of this.tunnels) socket.destroy()
     this.tunnels.clear()
-    this.agent.destroy()
-    this.table.close()
+    this.pool.close()
+  }
+
+  /** ExchangeOwner: an upstream failed before the response started. */
+  upstreamFailed(
+    request: IncomingMessage,
+    response: ServerResponse,
+    entry: WorkspaceEntry,
+    error: NodeJS.ErrnoException,
+  ): void {
+    sendError(request, response, this.upstreamError(entry, error))
   }
 
   // ---------------------------------------------------------------------------
+
+  private readonly onResponseClosed = (): void => {
+    this.active -= 1
+  }
 
   private checkCapacity(): void {
     if (this.closed)
@@ -275,7 +284,7 @@ export class WorkspaceProxy {
 
   private asProxyError(error: unknown): ProxyError {
     if (error instanceof ProxyError) return error
-    this.log?.error({ err: error }, 'workspace proxy failed')
+    this.log?.error({ err: String((error as Error)?.stack ?? error) }, 'workspace proxy failed')
     return new ProxyError(
       'ERR_UPSTREAM_FAILED',
       502,
@@ -283,17 +292,21 @@ export class WorkspaceProxy {
     )
   }
 
+  private now(): number {
+    return Date.now() + this.views.view.clockOffsetMs
+  }
+
   /** Who may go where: hop, session, ownership, route. Throws ProxyError for every refusal. */
   private decide(request: IncomingMessage, scope: ProxyScope, upgrade: boolean): Decision {
     const url = request.url ?? '/'
     const path = parseWorkspacePath(url)
-    const data = this.state.view
+    const view = this.views.view
     const hop = request.headers[hopHeader]
     if (hop !== undefined) {
       const claims =
         typeof hop === 'string' && path !== null
-          ? verifyHop(data.sessionKey, hop, {
-              self: this.selfId,
+          ? verifyHop(view.auth.sessionKey, hop, {
+              self: view.selfId,
               url,
               nowMs: this.now(),
               ttlMs: this.hopTtlMs,
@@ -305,31 +318,32 @@ export class WorkspaceProxy {
           403,
           'The X-Docklet-Hop header is not valid here: it is only for docklet nodes, for one path, for a few seconds.',
         )
-      const vcluster = this.table.find(path.owner, path.name)
-      if (vcluster === undefined) throw this.notFound(path.owner, path.name, claims.user)
-      const route = resolveWorkspaceRoute(data, vcluster, this.selfId, this.routeOptions())
+      const entry = view.routes.workspaces.get(workspaceKey(path.owner, path.name))
+      if (entry === undefined) throw this.notFound(path.owner, path.name, claims.user)
+      const route = entry.route
+      if (route.kind === 'refused') throw refusal(route)
       if (route.kind !== 'local')
         throw new ProxyError(
           'ERR_WORKSPACE_MOVED',
           502,
-          `Vnode 0 of ${vcluster.owner}/${vcluster.name} is not on this host (any more); try again.`,
+          `Vnode 0 of ${entry.owner}/${entry.name} is not on this host (any more); try again.`,
         )
-      return { kind: 'forward', route, user: claims.user, forwarded: 'keep' }
+      return { kind: 'forward', entry, route, user: claims.user, forwarded: 'keep' }
     }
     if (scope.hopOnly === true)
       throw new ProxyError('ERR_WORKSPACE_NOT_FOUND', 404, 'This address serves only other docklet nodes.')
     if (path === null) throw this.notFound('', '', '')
-    let user: ReturnType<typeof sessionUserOf>
+    let user: ReturnType<SessionChecker['userOf']>
     try {
-      user = sessionUserOf(data, request.headers.cookie, this.now())
+      user = this.sessions.userOf(view.auth, request.headers.cookie, this.now())
     } catch (error) {
       if (error instanceof ProxyError && !upgrade && wantsPage(request))
         return { kind: 'redirect', location: `${this.loginPath}?next=${encodeURIComponent(url)}` }
       throw error
     }
     if (upgrade || !safeMethods.has(request.method ?? 'GET')) checkOrigin(request)
-    const vcluster = this.table.find(path.owner, path.name)
-    if (vcluster === undefined || (vcluster.owner !== user.name && user.role !== 'admin'))
+    const entry = view.routes.workspaces.get(workspaceKey(path.owner, path.name))
+    if (entry === undefined || (entry.owner !== user.name && user.role !== 'admin'))
       throw this.notFound(path.owner, path.name, user.name)
     if (path.bare) {
       if (upgrade) throw this.notFound(path.owner, path.name, user.name)
@@ -339,22 +353,20 @@ export class WorkspaceProxy {
         location: `${workspacePrefix}${path.owner}/${path.name}/${query < 0 ? '' : url.slice(query)}`,
       }
     }
-    const route = resolveWorkspaceRoute(data, vcluster, this.selfId, this.routeOptions())
-    const socket = request.socket as Partial<TLSSocket>
+    const route = entry.route
+    if (route.kind === 'refused') throw refusal(route)
     return {
       kind: 'forward',
+      entry,
       route,
       user: user.name,
+      // The portal serves plain HTTP; a TLS terminator in front of it is the client here.
       forwarded: {
         for: plainAddress(request.socket.remoteAddress),
-        proto: socket.encrypted === true ? 'https' : 'http',
+        proto: 'http',
         host: request.headers.host ?? '',
       },
     }
-  }
-
-  private routeOptions(): { workspacePort?: number } {
-    return this.workspacePort === undefined ? {} : { workspacePort: this.workspacePort }
   }
 
   private notFound(owner: string, name: string, user: string): ProxyError {
@@ -366,8 +378,8 @@ export class WorkspaceProxy {
     )
   }
 
-  private hopFor(route: WorkspaceRoute & { kind: 'remote' }, user: string, url: string): string {
-    return signHop(this.state.view.sessionKey, {
+  private hopFor(route: ReachableRoute & { kind: 'remote' }, user: string, url: string): string {
+    return signHop(this.views.view.auth.sessionKey, {
       target: route.host,
       user,
       url,
@@ -375,90 +387,11 @@ export class WorkspaceProxy {
     })
   }
 
-  /** A raw connection for a tunnel; a hop leaves from this host's mesh address (the far side knows it as a node). */
-  private dial(route: WorkspaceRoute): Socket {
-    const localAddress = route.kind === 'remote' ? selfMeshIp(this.state.view, this.selfId) : null
-    return connect({
-      host: route.address,
-      port: route.port,
-      allowHalfOpen: true,
-      ...(localAddress === null || localAddress === route.address ? {} : { localAddress }),
-    })
-  }
-
-  private forward(
-    request: IncomingMessage,
-    response: ServerResponse,
-    route: WorkspaceRoute,
-    headers: string[],
-    mayRetry: boolean,
-  ): void {
-    const upstream = httpRequest({
-      host: route.address,
-      port: route.port,
-      method: request.method,
-      path: request.url,
-      headers,
-      agent: this.agent,
-      setHost: false,
-    })
-    let timer: NodeJS.Timeout | undefined = setTimeout(
-      () => upstream.destroy(new ConnectTimeoutError(this.connectTimeoutMs)),
-      this.connectTimeoutMs,
-    )
-    const connected = () => {
-      clearTimeout(timer)
-      timer = undefined
-    }
-    upstream.once('socket', (socket) => {
-      if (socket.connecting) socket.once('connect', connected)
-      else connected()
-    })
-    upstream.once('response', (answer) => {
-      connected()
-      response.writeHead(
-        answer.statusCode ?? 502,
-        answer.statusMessage,
-        downstreamResponseHeaders(answer.rawHeaders),
-      )
-      answer.pipe(response)
-      answer.on('error', () => response.destroy())
-      answer.once('aborted', () => response.destroy())
-    })
-    let failed = false
-    upstream.on('error', (error: NodeJS.ErrnoException) => {
-      if (failed) return
-      failed = true
-      if (timer !== undefined) clearTimeout(timer)
-      request.unpipe(upstream)
-      if (response.headersSent || response.destroyed) {
-        response.destroy()
-        return
-      }
-      // A kept-alive connection the upstream had just closed: a request without a body is safe to send again.
-      if (
-        mayRetry &&
-        upstream.reusedSocket &&
-        error.code === 'ECONNRESET' &&
-        safeMethods.has(request.method ?? 'GET') &&
-        request.readableEnded
-      ) {
-        this.forward(request, response, route, headers, false)
-        return
-      }
-      sendError(request, response, this.upstreamError(route, error))
-    })
-    response.once('close', () => {
-      if (!response.writableFinished) upstream.destroy()
-    })
-    request.on('error', () => upstream.destroy())
-    if (request.readableEnded) upstream.end()
-    else request.pipe(upstream)
-  }
-
-  private upstreamError(route: WorkspaceRoute, error: NodeJS.ErrnoException): ProxyError {
-    const label = `${route.vcluster.owner}/${route.vcluster.name}`
+  private upstreamError(entry: WorkspaceEntry, error: NodeJS.ErrnoException): ProxyError {
+    const label = `${entry.owner}/${entry.name}`
+    const route = entry.route
     const code = error.code ?? 'unknown'
+    if (route.kind === 'refused') return refusal(route)
     this.log?.debug(
       { code, address: route.address, port: route.port, kind: route.kind },
       'workspace upstream failed',
@@ -478,16 +411,13 @@ export class WorkspaceProxy {
           `Vnode 0 of ${label} (${route.address}) does not answer (${code}); check that it runs.`,
           { cause: error },
         )
-    } else {
-      const host = this.state.view.members[route.host]
-      if (unreachableCodes.has(code))
-        return new ProxyError(
-          'ERR_HOST_UNREACHABLE',
-          502,
-          `Vnode 0 of ${label} runs on host ${host?.name || route.host}, which this node cannot reach at ${route.address}:${route.port} (${code})${host?.online === false ? '; that host is offline' : ''}. Try again, or open the workspace through that host's portal.`,
-          { cause: error },
-        )
-    }
+    } else if (unreachableCodes.has(code))
+      return new ProxyError(
+        'ERR_HOST_UNREACHABLE',
+        502,
+        `Vnode 0 of ${label} runs on host ${route.hostName}, which this node cannot reach at ${route.address}:${route.port} (${code})${route.hostOffline ? '; that host is offline' : ''}. Try again, or open the workspace through that host's portal.`,
+        { cause: error },
+      )
     return new ProxyError(
       'ERR_UPSTREAM_FAILED',
       502,

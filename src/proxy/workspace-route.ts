@@ -5,34 +5,16 @@
 // host holds the vcluster's bridge and gateway); otherwise it hops to the
 // node of the host that runs it, over the WireGuard mesh (that host's mesh
 // IP and portal port), or over the host's portal address when the cluster
-// runs without a mesh. Pure functions plus a lookup cache.
+// runs without a mesh. Pure functions; proxy-view.ts tabulates them for the
+// proxy's workers.
 
 import { JUPYTER_PORT, workspaceVnode } from '../agent/host-plan.ts'
-import type { ClusterData, ClusterState, Member } from '../state/cluster-state.ts'
+import type { ClusterData, Member } from '../state/cluster-state.ts'
 import { isMeshPublicKey } from '../state/mesh-state.ts'
 import type { Vcluster } from '../state/vcluster-state.ts'
 import { ProxyError } from './proxy-error.ts'
 
-export const workspacePrefix = '/go/'
-
-export interface WorkspacePath {
-  owner: string
-  name: string
-  /** `/go/<owner>/<name>` without its trailing slash (Jupyter serves only below the slash). */
-  bare: boolean
-}
-
-const SEGMENT = /^[A-Za-z_][A-Za-z0-9_-]{0,31}$/
-
-/** Owner and vcluster name of a request target under /go/, or null when it names none. */
-export function parseWorkspacePath(url: string): WorkspacePath | null {
-  if (!url.startsWith(workspacePrefix)) return null
-  const end = url.search(/[?#]/)
-  const path = end < 0 ? url : url.slice(0, end)
-  const [owner, name, ...rest] = path.slice(workspacePrefix.length).split('/')
-  if (owner === undefined || name === undefined || !SEGMENT.test(owner) || !SEGMENT.test(name)) return null
-  return { owner, name, bare: rest.length === 0 }
-}
+export { parseWorkspacePath, type WorkspacePath, workspacePrefix } from './workspace-path.ts'
 
 export type WorkspaceRoute =
   | { kind: 'local'; vcluster: Vcluster; address: string; port: number; token: string }
@@ -151,41 +133,4 @@ export function resolveWorkspaceRoute(
       `Vnode 0 of ${label} runs on host ${hostName(data, vnode.host)}, which serves no portal this node can reach; open the workspace through that host's portal.`,
     )
   return { kind: 'remote', vcluster, host: vnode.host, ...hop }
-}
-
-/**
- * Owner/name → live vcluster, rebuilt lazily after the state changed: a
- * request costs a map lookup, and a burst of commands one rebuild.
- */
-export class WorkspaceTable {
-  private readonly state: ClusterState
-  private byName: Map<string, Vcluster> | null = null
-  private readonly unwatch: () => void
-
-  constructor(state: ClusterState) {
-    this.state = state
-    this.unwatch = state.watch(() => {
-      this.byName = null
-    })
-  }
-
-  find(owner: string, name: string): Vcluster | undefined {
-    this.byName ??= this.build()
-    return this.byName.get(`${owner}/${name}`)
-  }
-
-  close(): void {
-    this.unwatch()
-  }
-
-  private build(): Map<string, Vcluster> {
-    const map = new Map<string, Vcluster>()
-    // Lowest id first, as findVcluster picks; a vcluster being deleted no longer serves.
-    const all = Object.values(this.state.view.vclusters).sort((a, b) => Number(a.id) - Number(b.id))
-    for (const vcluster of all) {
-      const key = `${vcluster.owner}/${vcluster.name}`
-      if (vcluster.status !== 'deleting' && !map.has(key)) map.set(key, vcluster)
-    }
-    return map
-  }
 }

@@ -1,6 +1,7 @@
 // Port mappings on real loopback sockets: two nodes' forwarders (node-a on
 // 127.0.0.1, node-b on 127.0.0.2, which are also their mesh addresses) over
-// one replicated state, and TCP echo servers on the vnode IPs standing in
+// the routes view each would get from one replicated state (run here in the
+// test's thread; a node runs it in a proxy worker), and TCP echo servers on the vnode IPs standing in
 // for services in vnodes. Checks local forwarding with half-close, the hop
 // to the vnode's host (and that a hop is never forwarded again), listeners
 // that follow the mappings (closing with their connections, reopening, open
@@ -11,6 +12,7 @@ import { randomBytes } from 'node:crypto'
 import { connect, createServer, type Server, type Socket } from 'node:net'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { PortForwarder } from '../../src/proxy/port-forwarder.ts'
+import { buildRouteView } from '../../src/proxy/proxy-view.ts'
 import type { Vcluster } from '../../src/state/vcluster-state.ts'
 import { waitFor } from '../support/process-cluster.ts'
 import {
@@ -33,6 +35,7 @@ let onA: Vcluster
 let onB: Vcluster
 const echoes: Server[] = []
 const forwarders: PortForwarder[] = []
+const unwatches: Array<() => void> = []
 let echoPortA = 0
 let echoPortB = 0
 let forwarderA: PortForwarder
@@ -138,16 +141,26 @@ async function openConnection(
   }
 }
 
+/**
+ * A forwarder as a proxy worker runs it, over the routes view; here the view
+ * is derived from the state on every read and followed after every command,
+ * as the main thread's posts would have it.
+ */
 function start(
-  init: Partial<ConstructorParameters<typeof PortForwarder>[0]> & { selfId: string; listenHost: string },
+  init: Omit<Partial<ConstructorParameters<typeof PortForwarder>[0]>, 'views'> & {
+    selfId: string
+    listenHost: string
+  },
 ) {
-  const forwarder = new PortForwarder({
-    state: cluster.state,
-    retryMs: RETRY_MS,
-    connectTimeoutMs: 1_000,
-    ...init,
-  })
-  forwarder.start()
+  const { selfId, ...options } = init
+  const views = {
+    get view() {
+      return { routes: buildRouteView(cluster.state.view, selfId, { portal: '' }) }
+    },
+  }
+  const forwarder = new PortForwarder({ views, retryMs: RETRY_MS, connectTimeoutMs: 1_000, ...options })
+  unwatches.push(cluster.state.watch(() => forwarder.follow()))
+  forwarder.follow()
   forwarders.push(forwarder)
   return forwarder
 }
@@ -161,7 +174,7 @@ beforeAll(async () => {
   onB = cluster.vcluster('alice', 'on-b', NODE_B)
   echoPortA = await startEcho(onA.vnodes[0]!.ip)
   echoPortB = await startEcho(onB.vnodes[0]!.ip)
-  forwarderA = start({ selfId: NODE_A, listenHost: MESH_IP_A, logger: logA.logger })
+  forwarderA = start({ selfId: NODE_A, listenHost: MESH_IP_A, log: logA.logger })
   forwarderB = start({ selfId: NODE_B, listenHost: MESH_IP_B })
   portToA = await freePort()
   map(onA, echoPortA, portToA)
@@ -175,6 +188,7 @@ beforeAll(async () => {
 })
 
 afterAll(async () => {
+  for (const unwatch of unwatches) unwatch()
   for (const forwarder of forwarders) await forwarder.stop()
   for (const server of echoes) {
     server.close()

@@ -51,8 +51,12 @@ export class ProxyCluster {
     if (!result.ok) throw new Error(`${command.type} was refused: ${result.error.message}`)
   }
 
-  /** node-a founds the cluster, node-b joins; both on the mesh, both with room; users alice and bob. */
-  static create(): ProxyCluster {
+  /**
+   * node-a founds the cluster, node-b joins; both on the mesh, both with
+   * room; users alice and bob. `clusterNet` replaces the vclusters' loopback
+   * range (the bench puts vnode 0 in a network namespace).
+   */
+  static create(options: { clusterNet?: string } = {}): ProxyCluster {
     const cluster = new ProxyCluster()
     const a = cluster.backend
     cluster.apply({
@@ -62,7 +66,7 @@ export class ProxyCluster {
       member: memberInfo(NODE_A, MESH_KEY_A, ''),
       admin: { name: 'admin', passwordHash: 'unused' },
       settings: { maxVoters: 3, offlineThresholdMs: 15_000 },
-      allocation: { clusterNet: '127.16.0.0/16', subnetPrefix: 24 },
+      allocation: { clusterNet: options.clusterNet ?? '127.16.0.0/16', subnetPrefix: 24 },
       mesh: { network: '127.0.0.0/24' },
     })
     cluster.apply({

@@ -1,6 +1,7 @@
 // The workspace proxy on real loopback sockets: two nodes' portals (node-a
-// on 127.0.0.1, node-b on 127.0.0.12 with its mesh address 127.0.0.2) over
-// one replicated state, and fake Jupyters listening on the vnode IPs. Checks
+// on 127.0.0.1, node-b on 127.0.0.12 with its mesh address 127.0.0.2), each
+// served by its proxy worker threads in front of its app, over one
+// replicated state, and fake Jupyters listening on the vnode IPs. Checks
 // who gets through (owner and admin; another user gets the 404 a missing
 // workspace gets; no session gets 401 or, in a browser, the login page),
 // that Jupyter's token is injected and the portal's cookies are not passed
@@ -54,7 +55,6 @@ async function startNode(
   const portalProxy = registerWorkspaceProxy(app, {
     state: cluster.state,
     selfId,
-    portal: `${host}:0`,
     now: () => cluster.backend.nowMs,
     workspacePort,
     connectTimeoutMs: 1_000,
@@ -62,10 +62,8 @@ async function startNode(
     ...extra,
   })
   apps.push(app)
-  await app.listen({ host, port: 0 })
-  const address = app.server.address()
-  if (address === null || typeof address !== 'object') throw new Error('the portal does not listen')
-  return { port: address.port, portal: portalProxy }
+  const port = await portalProxy.listen({ host, port: 0 })
+  return { port, portal: portalProxy }
 }
 
 beforeAll(async () => {
@@ -83,7 +81,7 @@ beforeAll(async () => {
   cluster.setPortal(NODE_A, `${HOST_A}:${portA}`)
   cluster.setPortal(NODE_B, `${HOST_B}:${portB}`)
   await waitFor(
-    async () => proxyB.hops?.listening === `${MESH_IP_B}:${portB}`,
+    async () => proxyB.hopsListening === `${MESH_IP_B}:${portB}`,
     "node-b's hop listener on its mesh address",
     5_000,
   )

@@ -7,17 +7,38 @@
 
 import { randomBytes } from 'node:crypto'
 import { describe, expect, it } from 'vitest'
+import * as api from '../../src/api/api-context.ts'
 import {
   downstreamResponseHeaders,
   plainAddress,
-  upstreamRequestHeaders,
+  type RequestHeaderOptions,
+  upstreamRequestHead,
   withoutPortalCookies,
 } from '../../src/proxy/forward-headers.ts'
 import { hopClockSkewMsMax, hopTtlMsDefault, signHop, verifyHop } from '../../src/proxy/hop-token.ts'
+import * as names from '../../src/proxy/portal-names.ts'
 
 const KEY = randomBytes(32).toString('hex')
 const NOW = 1_800_000_000_000
 const URL = '/go/alice/dev/api/kernels?x=1'
+
+/** The header list of the request head the proxy writes (it checks the request line too). */
+function upstreamRequestHeaders(
+  raw: string[],
+  options: Omit<RequestHeaderOptions, 'chunked'> & { chunked?: boolean },
+): string[] {
+  const head = upstreamRequestHead(
+    { method: 'GET', url: URL, rawHeaders: raw },
+    { chunked: false, ...options },
+  )
+  const lines = head.split('\r\n')
+  expect(lines[0]).toBe(`GET ${URL} HTTP/1.1`)
+  expect(lines.slice(-2)).toEqual(['', ''])
+  return lines.slice(1, -2).flatMap((line) => {
+    const colon = line.indexOf(': ')
+    return [line.slice(0, colon), line.slice(colon + 2)]
+  })
+}
 const claims = { target: 'node-b', user: 'alice', url: URL, expiresAt: NOW + 10_000 }
 const expect_ = { self: 'node-b', url: URL, nowMs: NOW }
 
@@ -143,6 +164,27 @@ describe('forwarded request headers', () => {
     )
     expect(out.slice(-4)).toEqual(['Connection', 'Upgrade', 'Upgrade', 'websocket'])
     expect(out).not.toContain('Cookie')
+  })
+
+  it('announces a chunked body, which the proxy encodes again after Node decoded it', () => {
+    const out = upstreamRequestHeaders(['Host', 'h', 'Transfer-Encoding', 'chunked'], {
+      forwarded: 'keep',
+      authorization: null,
+      hop: null,
+      upgrade: false,
+      chunked: true,
+    })
+    expect(out).toEqual(['Host', 'h', 'Transfer-Encoding', 'chunked'])
+  })
+
+  it("names the portal's cookies and headers as the API does", () => {
+    const { sessionCookie, csrfCookie, csrfHeader, actAsHeader } = names
+    expect({ sessionCookie, csrfCookie, csrfHeader, actAsHeader }).toEqual({
+      sessionCookie: api.sessionCookie,
+      csrfCookie: api.csrfCookie,
+      csrfHeader: api.csrfHeader,
+      actAsHeader: api.actAsHeader,
+    })
   })
 
   it('strips only the portal cookies, and IPv4-mapped client addresses read as IPv4', () => {

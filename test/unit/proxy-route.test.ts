@@ -2,18 +2,19 @@
 // paths name a workspace, where vnode 0 is reached from each node (its IP on
 // its own host, the far node's mesh address and portal port elsewhere, the
 // portal address without a mesh), the reason when it cannot be reached, and
-// the lookup cache following state changes. Pure functions over a state
+// the view the proxy workers get (routes, refusals, where hops are served,
+// users and revoked sessions; which commands rebuild which part). Pure functions over a state
 // built with real commands (test/proxy/proxy-fixture.ts).
 
 import { describe, expect, it } from 'vitest'
 import { JUPYTER_PORT } from '../../src/agent/host-plan.ts'
 import { ProxyError } from '../../src/proxy/proxy-error.ts'
+import { buildAuthView, buildRouteView, viewChangeOf } from '../../src/proxy/proxy-view.ts'
 import {
   hopAddress,
   memberMeshIps,
   parseWorkspacePath,
   resolveWorkspaceRoute,
-  WorkspaceTable,
 } from '../../src/proxy/workspace-route.ts'
 import type { Vcluster } from '../../src/state/vcluster-state.ts'
 import { MESH_IP_A, MESH_IP_B, NODE_A, NODE_B, ProxyCluster } from '../proxy/proxy-fixture.ts'
@@ -149,18 +150,71 @@ describe('routes from the state', () => {
   })
 })
 
-describe('the lookup table', () => {
+describe("the workers' view of the state", () => {
   it('follows creations and deletions, and ignores a vcluster being deleted', () => {
     const cluster = ProxyCluster.create()
-    const table = new WorkspaceTable(cluster.state)
-    expect(table.find('alice', 'dev')).toBeUndefined()
+    const find = (owner: string, name: string) =>
+      buildRouteView(cluster.state.view, NODE_A, { portal: '' }).workspaces.get(`${owner}/${name}`)
+    expect(find('alice', 'dev')).toBeUndefined()
     const dev = cluster.vcluster('alice', 'dev', NODE_A)
-    expect(table.find('alice', 'dev')?.id).toBe(dev.id)
-    expect(table.find('bob', 'dev')).toBeUndefined()
+    expect(find('alice', 'dev')).toMatchObject({
+      owner: 'alice',
+      name: 'dev',
+      route: { kind: 'local', address: dev.vnodes[0]!.ip, port: JUPYTER_PORT, token: dev.secret },
+    })
+    expect(find('bob', 'dev')).toBeUndefined()
     cluster.apply({ type: 'vcluster.delete', at: 0, vcluster: dev.id })
-    expect(table.find('alice', 'dev')).toBeUndefined()
-    const again = cluster.vcluster('alice', 'dev', NODE_B)
-    expect(table.find('alice', 'dev')?.id).toBe(again.id)
-    table.close()
+    expect(find('alice', 'dev')).toBeUndefined()
+    cluster.vcluster('alice', 'dev', NODE_B)
+    cluster.setPortal(NODE_B, '10.0.0.2:8443')
+    expect(find('alice', 'dev')?.route).toMatchObject({
+      kind: 'remote',
+      host: NODE_B,
+      hostName: 'host-b',
+      address: MESH_IP_B,
+      port: 8443,
+      localAddress: MESH_IP_A,
+    })
+  })
+
+  it('carries the refusal sentence of a workspace that cannot be reached', () => {
+    const cluster = ProxyCluster.create()
+    const dev = cluster.vcluster('alice', 'dev', NODE_A)
+    cluster.apply({ type: 'vcluster.stop', at: 0, vcluster: dev.id })
+    const route = buildRouteView(cluster.state.view, NODE_A, { portal: '' }).workspaces.get(
+      'alice/dev',
+    )?.route
+    expect(route).toMatchObject({ kind: 'refused', code: 'ERR_WORKSPACE_STOPPED', status: 503 })
+  })
+
+  it("serves hops on this host's mesh IP only when the portal listens on another single address", () => {
+    const cluster = ProxyCluster.create()
+    const hopListen = (portal: string) => buildRouteView(cluster.state.view, NODE_B, { portal }).hopListen
+    expect(hopListen('127.0.0.12:8080')).toEqual({ host: MESH_IP_B, port: 8080 })
+    expect(hopListen('0.0.0.0:8080')).toBeNull()
+    expect(hopListen(`${MESH_IP_B}:8080`)).toBeNull()
+    expect(hopListen('')).toBeNull()
+  })
+
+  it("knows each user's role, whether they may log in, their session generation and the revoked sessions", () => {
+    const cluster = ProxyCluster.create()
+    cluster.apply({ type: 'session.revoke', at: 0, user: 'alice', session: 'session-one', expiresAt: 9e15 })
+    cluster.apply({ type: 'session.revoke-all', at: 0, user: 'bob' })
+    cluster.apply({ type: 'user.disable', at: 0, name: 'bob' })
+    const auth = buildAuthView(cluster.state.view)
+    expect(auth.sessionKey).toBe(cluster.state.view.sessionKey)
+    expect(auth.users.get('admin')).toMatchObject({ role: 'admin', active: true })
+    expect(auth.users.get('alice')).toEqual({ role: 'user', active: true, generation: 0 })
+    expect(auth.users.get('bob')).toMatchObject({ active: false, generation: 1 })
+    expect(auth.revoked.has('session-one')).toBe(true)
+  })
+
+  it('is rebuilt in the parts a command may change, and in full for a command it does not know', () => {
+    expect(viewChangeOf('login.failure')).toEqual({ auth: false, routes: false })
+    expect(viewChangeOf('session.revoke')).toEqual({ auth: true, routes: false })
+    expect(viewChangeOf('vnode.observed')).toEqual({ auth: false, routes: true })
+    expect(viewChangeOf('user.disable')).toEqual({ auth: true, routes: true })
+    expect(viewChangeOf('something.new')).toEqual({ auth: true, routes: true })
+    expect(viewChangeOf(null)).toEqual({ auth: true, routes: true })
   })
 })
