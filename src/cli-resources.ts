@@ -78,7 +78,8 @@ function path(...parts: string[]): string {
   return `/api/v1/${parts.map((part) => encodeURIComponent(part)).join('/')}`
 }
 
-function table(header: string[], rows: string[][]): string {
+/** Columns padded to their widest cell, two spaces apart, no trailing spaces (the CLI's one table format). */
+export function formatTable(header: string[], rows: string[][]): string {
   const widths = header.map((title, column) =>
     Math.max(title.length, ...rows.map((row) => (row[column] ?? '').length)),
   )
@@ -87,7 +88,11 @@ function table(header: string[], rows: string[][]): string {
       .map((cell, column) => cell.padEnd(widths[column]!))
       .join('  ')
       .trimEnd()
-  return `${[line(header), ...rows.map(line)].join('\n')}\n`
+  return [line(header), ...rows.map(line)].join('\n')
+}
+
+function table(header: string[], rows: string[][]): string {
+  return `${formatTable(header, rows)}\n`
 }
 
 // ----------------------------------------------------------------- shapes

@@ -13,7 +13,10 @@ import { closeSync, existsSync, openSync, readFileSync, readSync, realpathSync, 
 import { resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
-import { RESOURCE_COMMANDS, ResourceUsageError } from './cli-resources.ts'
+import { formatTable, RESOURCE_COMMANDS, ResourceUsageError } from './cli-resources.ts'
+
+export { formatTable }
+
 import type { NodeConfig } from './config.ts'
 import { DEFAULT_DATA_DIR } from './config.ts'
 import { ControlError, callControl } from './control/control-client.ts'
@@ -645,19 +648,6 @@ export function formatAge(ms: number | null): string {
   if (ms < 60_000) return `${(ms / 1_000).toFixed(1)} s ago`
   if (ms < 3_600_000) return `${Math.floor(ms / 60_000)} min ago`
   return `${Math.floor(ms / 3_600_000)} h ago`
-}
-
-/** Columns padded to their widest cell, two spaces apart, no trailing spaces. */
-export function formatTable(header: string[], rows: string[][]): string {
-  const widths = header.map((title, column) =>
-    Math.max(title.length, ...rows.map((row) => (row[column] ?? '').length)),
-  )
-  const line = (cells: string[]) =>
-    cells
-      .map((cell, column) => cell.padEnd(widths[column]!))
-      .join('  ')
-      .trimEnd()
-  return [line(header), ...rows.map(line)].join('\n')
 }
 
 function formatTime(iso: string): string {

@@ -18,6 +18,7 @@ import {
   type ContainerState,
   type ExecResult,
   type ImageStore,
+  renderHostsFile,
   renderJupyterConfig,
 } from '../../runtime/index.ts'
 import type { ClusterState, Command } from '../state/cluster-state.ts'
@@ -556,14 +557,12 @@ export class HostAgent {
     const entries = hostsEntries(vcluster)
     const json = JSON.stringify(entries)
     if (this.#hostsWritten.get(name) === json) return
-    const lines = ['127.0.0.1\tlocalhost', '::1\tlocalhost ip6-localhost ip6-loopback']
-    for (const entry of entries) lines.push(`${entry.ip}\t${entry.name}`)
     let result: ExecResult
     try {
       result = await this.#init.runtime.exec(
         name,
         ['/bin/sh', '-c', 'cat > /etc/hosts.docklet && mv /etc/hosts.docklet /etc/hosts'],
-        { timeoutMs: HOSTS_FILE_TIMEOUT_MS, input: `${lines.join('\n')}\n` },
+        { timeoutMs: HOSTS_FILE_TIMEOUT_MS, input: renderHostsFile(entries) },
       )
     } catch (error) {
       this.#log.debug({ container: name, error: (error as Error).message }, '/etc/hosts not refreshed yet')
