@@ -92,6 +92,14 @@ export function App() {
   }
 
   if (session === null) {
+    // The effect above is about to move an app page to /login: show the form only there,
+    // so the address and the form never disagree.
+    if (!publicPaths.has(path))
+      return (
+        <main class="narrow" id="main">
+          <Loading what="the login page" />
+        </main>
+      )
     return (
       <main class="narrow" id="main">
         {path === '/register' ? (
