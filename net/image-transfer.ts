@@ -17,7 +17,15 @@
 // says its buffer is full, waits for 'drain' before reading the next one
 // from its source. The client pushes what arrives into its Readable and,
 // when that is full, pauses the libp2p stream; yamux then stops granting the
-// server send window until the consumer reads again.
+// server send window until the consumer reads again. One trap in libp2p 3
+// (@libp2p/utils AbstractMessageStream.resume()): resume() first hands the
+// bytes buffered while paused to the 'message' listener and only then tells
+// yamux to grant window again. A pause() from inside that hand-over (the
+// Readable filled up on those bytes) is therefore undone: the stream says
+// 'paused' but yamux grants window for every frame that arrives, the read
+// buffer grows until it passes maxReadBufferLength, and libp2p resets the
+// stream (a large transfer to a slow consumer broke off with "stream reset").
+// So a pause that falls inside resume() is made after resume() returns.
 //
 // Limits: bytes per image (bytesMax, checked against the announced size
 // before any data and against the count as data arrives), transfers at once
@@ -53,8 +61,9 @@ const ERROR_MESSAGE_LENGTH_MAX = 2048
 const TIMEOUT_MS_MAX = 24 * 60 * 60_000
 /**
  * Bytes libp2p may hold for a paused client stream. yamux lets the sender
- * run up to its receive window (at most 16 MiB) ahead, so this must exceed
- * it, or a pause would reset the stream.
+ * run up to its receive window (at most 16 MiB) ahead of a pause, so this
+ * must exceed it, or a pause would reset the stream. (It holds only while
+ * pauses stick; see the header on resume().)
  */
 const STREAM_READ_BUFFER_BYTES_MAX = 32 * 1024 * 1024
 /** Bytes queued in a server stream beyond what the muxer took; the server waits for drain long before. */
@@ -596,6 +605,9 @@ function receive(stream: Stream, context: ReceiveContext): Promise<ImageFetch> {
     let finished = false
     let idleTimer: ReturnType<typeof setTimeout> | undefined
     let deferredFailure: ImageTransferError | null = null
+    // True while stream.resume() runs; a pause wanted meanwhile waits for its return.
+    let resuming = false
+    let pauseAfterResume = false
 
     const armIdle = (): void => {
       clearTimeout(idleTimer)
@@ -629,6 +641,13 @@ function receive(stream: Stream, context: ReceiveContext): Promise<ImageFetch> {
         // as a listener comes (pipeline and for-await both add one).
         deferredFailure = failure
       }
+    }
+    /** Stops yamux granting window to the sender; read() resumes. */
+    const pauseForConsumer = (): void => {
+      if (stream.readStatus !== 'readable') return
+      // The consumer is behind: its time does not count as the peer's idleness.
+      clearTimeout(idleTimer)
+      stream.pause()
     }
     const onAbort = (): void => {
       fail(context.interrupted() ?? error('ERR_IMAGE_ABORTED', `Fetching image ${hash} was cancelled.`))
@@ -671,13 +690,20 @@ function receive(stream: Stream, context: ReceiveContext): Promise<ImageFetch> {
       readable = new Readable({
         highWaterMark: READABLE_BUFFER_BYTES_MAX,
         read: () => {
-          if (stream.readStatus !== 'paused') return
+          if (stream.readStatus !== 'paused' || finished) return
           armIdle()
+          resuming = true
+          pauseAfterResume = false
           try {
+            // Hands us what was buffered while paused (see onData), then grants window.
             stream.resume()
           } catch {
             // The stream is already closing; 'end' or 'close' settles the transfer.
+          } finally {
+            resuming = false
           }
+          // The window resume() just granted is all the sender gets until the consumer reads again.
+          if (pauseAfterResume && !finished) pauseForConsumer()
         },
         destroy: (err, callback) => {
           // The consumer gave up (or we failed it): stop the sender too.
@@ -713,11 +739,10 @@ function receive(stream: Stream, context: ReceiveContext): Promise<ImageFetch> {
       }
       context.onProgress?.({ bytes, ...(sizeBytes === undefined ? {} : { totalBytes: sizeBytes }) })
       const wantsMore = readable.push(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength))
-      if (!wantsMore && stream.readStatus === 'readable') {
-        // The consumer is behind: its time does not count as the peer's idleness.
-        clearTimeout(idleTimer)
-        stream.pause()
-      }
+      if (wantsMore) return
+      // A pause now would be undone by the rest of resume() (see the header).
+      if (resuming) pauseAfterResume = true
+      else pauseForConsumer()
     }
 
     const onChunk = (chunk: Uint8Array): void => {
@@ -765,7 +790,10 @@ function receive(stream: Stream, context: ReceiveContext): Promise<ImageFetch> {
     stream.addEventListener('end', () => {
       if (finished) return
       if (stream.status === 'reset' || stream.status === 'aborted') {
-        fail(truncated())
+        // libp2p dispatches 'close' with the reason (a reset, an overflowing
+        // read buffer) right after this 'end': let it fail the transfer with
+        // that cause, and fail it here only if it does not.
+        queueMicrotask(() => fail(truncated()))
         return
       }
       if (readable === null) {

@@ -95,6 +95,8 @@ export type RpcAuthorize = (peerId: string, method: string) => boolean
 export interface RpcRegisterOptions {
   /** Overrides the service's `authorize` for this method. */
   authorize?: RpcAuthorize
+  /** Overrides the service's `handlerTimeoutMs` for this method (one that is slow by nature, like saving a container). */
+  handlerTimeoutMs?: number
 }
 
 export type RpcEventType =
@@ -170,6 +172,7 @@ export type RpcServiceComponents = Pick<Libp2p, 'peerId' | 'handle' | 'unhandle'
 interface MethodEntry {
   handler: RpcHandler
   authorize: RpcAuthorize | undefined
+  handlerTimeoutMs: number
 }
 
 interface InboundExchange {
@@ -248,7 +251,13 @@ export class RpcService {
     checkMethod(method)
     if (this.#methods.has(method))
       throw new NetConfigError(`The RPC method "${method}" is already registered.`)
-    this.#methods.set(method, { handler, authorize: options.authorize })
+    if (options.handlerTimeoutMs !== undefined)
+      checkInteger('handlerTimeoutMs', options.handlerTimeoutMs, 1, TIMEOUT_MS_MAX)
+    this.#methods.set(method, {
+      handler,
+      authorize: options.authorize,
+      handlerTimeoutMs: options.handlerTimeoutMs ?? this.#handlerTimeoutMs,
+    })
   }
 
   /** Starts answering requests. Calling out does not need it. */
@@ -746,9 +755,9 @@ export class RpcService {
       }
     }
     const context: RpcContext = { peerId: peer, signal: exchange.controller.signal }
-    const outcome = await settleWithin(async () => entry.handler(params, context), this.#handlerTimeoutMs)
+    const outcome = await settleWithin(async () => entry.handler(params, context), entry.handlerTimeoutMs)
     if (outcome === undefined) {
-      const message = `The handler of ${method} did not finish within ${this.#handlerTimeoutMs} ms; it may or may not have taken effect.`
+      const message = `The handler of ${method} did not finish within ${entry.handlerTimeoutMs} ms; it may or may not have taken effect.`
       exchange.controller.abort(new NetError('ERR_RPC_HANDLER_TIMEOUT', message))
       this.#report({ type: 'handler-timeout', peer, method, message })
       return { error: { code: 'ERR_RPC_HANDLER_TIMEOUT', message } }

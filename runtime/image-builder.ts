@@ -47,6 +47,7 @@ const APT_ENV: Readonly<Record<string, string>> = {
 export const DEBIAN_PACKAGES = [
   'busybox-static',
   'iproute2',
+  'iputils-ping',
   'python3',
   'openssh-server',
   'jupyter-notebook',

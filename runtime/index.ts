@@ -16,7 +16,7 @@ export {
   parseAptSources,
   renderJupyterConfig,
 } from './image-builder.ts'
-export { type ImageManifest, ImageStore, type ImageStoreInit } from './image-store.ts'
+export { IMPORT_BYTES_MAX, type ImageManifest, ImageStore, type ImageStoreInit } from './image-store.ts'
 export { type LxcHostFeatures, renderLxcConfig } from './lxc-config.ts'
 export { detectHostFeatures, LxcRuntime, type LxcRuntimeInit } from './lxc-runtime.ts'
 export { Revert } from './revert.ts'

@@ -27,6 +27,15 @@ export interface ResourceContext {
   out(text: string): void
   progress(text: string): void
   printJson(value: unknown): void
+  /** Sends FILE (streamed, never held in memory) as the body of a request; the node's JSON answer and status. */
+  streamUpload<T>(
+    method: 'POST' | 'PUT',
+    path: string,
+    file: string,
+    options: { contentType: string; idleTimeoutMs?: number },
+  ): Promise<{ status: number; body: T }>
+  /** Streams the answer of a GET into FILE, which is replaced only by a complete answer; the bytes written. */
+  streamDownload(path: string, file: string, options?: { idleTimeoutMs?: number }): Promise<{ bytes: number }>
 }
 
 export interface ResourceSpec {
@@ -44,6 +53,9 @@ export interface ResourceSpec {
 export class ResourceUsageError extends Error {
   readonly code = 'ERR_USAGE'
 }
+
+/** Exports and imports pause while the node tars, hashes or fetches the image: allow long silences. */
+const IMAGE_STREAM_IDLE_MS = 30 * 60_000
 
 const USER_OPTION: ResourceOption = {
   type: 'string',
@@ -815,6 +827,64 @@ export const RESOURCE_COMMANDS: ResourceSpec[] = [
       )
       if (ctx.json) ctx.printJson(answer)
       else ctx.out(`Saved image ${ctx.args[2]} (${answer.id.slice(0, 12)}).`)
+      return 0
+    },
+  },
+  {
+    name: 'image export',
+    usage: 'docklet image export IMAGE FILE [--user U] [--json]',
+    summary: 'Write an image to a tar file',
+    details:
+      'IMAGE is a name or an id (yours; an admin may export any). The tar holds manifest.json and rootfs/ ' +
+      'and is what `docklet image import` takes. Works on any host: one that lacks the image fetches it first.',
+    args: ['IMAGE', 'FILE'],
+    options: { user: USER_OPTION },
+    async run(ctx) {
+      const [image, file] = [ctx.args[0]!, ctx.args[1]!]
+      if (!ctx.json) ctx.progress(`Exporting ${image} to ${file}…`)
+      const { bytes } = await ctx.streamDownload(path('images', image, 'export'), file, {
+        idleTimeoutMs: IMAGE_STREAM_IDLE_MS,
+      })
+      if (ctx.json) ctx.printJson({ ok: true, image, file, bytes })
+      else ctx.out(`Exported ${image} to ${file} (${(bytes / (1024 * 1024)).toFixed(1)} MB).`)
+      return 0
+    },
+  },
+  {
+    name: 'image import',
+    usage: 'docklet image import FILE [--name N] [--description TEXT] [--public] [--json]',
+    summary: 'Add an image from a tar made by `docklet image export` (admin)',
+    details:
+      'The image is stored on this host, accepted only when its files hash to the hash in its manifest, and ' +
+      'becomes your image, private unless --public. When the cluster has the image already, nothing is added: ' +
+      'this host holds it too from then on.',
+    args: ['FILE'],
+    options: {
+      name: { type: 'string', value: 'N', help: 'the image name (default: the name in the tar)' },
+      description: { type: 'string', value: 'TEXT', help: 'what the image holds' },
+      public: { type: 'boolean', help: 'share the image with every user' },
+    },
+    async run(ctx) {
+      const file = ctx.args[0]!
+      const query = new URLSearchParams()
+      if (ctx.text('name') !== undefined) query.set('name', ctx.text('name')!)
+      if (ctx.text('description') !== undefined) query.set('description', ctx.text('description')!)
+      if (ctx.flag('public')) query.set('public', 'true')
+      const search = query.size === 0 ? '' : `?${query}`
+      if (!ctx.json) ctx.progress(`Importing ${file} on this host…`)
+      const { status, body } = await ctx.streamUpload<ImageView>(
+        'POST',
+        `${path('images', 'import')}${search}`,
+        file,
+        { contentType: 'application/x-tar', idleTimeoutMs: IMAGE_STREAM_IDLE_MS },
+      )
+      const registered = status === 201
+      if (ctx.json) ctx.printJson({ ...body, registered })
+      else if (registered) ctx.out(`Imported image ${body.name} (${body.id.slice(0, 12)}).`)
+      else
+        ctx.out(
+          `The cluster has this image already, as ${body.owner}'s ${body.name} (${body.id.slice(0, 12)}); this host holds it now too.`,
+        )
       return 0
     },
   },

@@ -19,7 +19,7 @@ export { formatTable }
 
 import type { NodeConfig } from './config.ts'
 import { DEFAULT_DATA_DIR } from './config.ts'
-import { ControlError, callControl } from './control/control-client.ts'
+import { ControlError, callControl, callControlStream } from './control/control-client.ts'
 import { type DataDirPaths, dataDirPaths, readNodeRecord } from './node/data-dir.ts'
 import type { ClusterStatus, MemberStatus } from './node/docklet-node.ts'
 import type { RecoverReport } from './node/recover.ts'
@@ -1194,6 +1194,31 @@ async function cmdResource(cmd: Extract<CliCommand, { kind: 'resource' }>): Prom
       out,
       progress,
       printJson,
+      streamUpload: async <T>(
+        method: 'POST' | 'PUT',
+        path: string,
+        file: string,
+        options: { contentType: string; idleTimeoutMs?: number },
+      ) => {
+        const answer = await callControlStream<T>(socket, {
+          method,
+          path,
+          bodyFile: { path: resolve(file), contentType: options.contentType },
+          idleTimeoutMs: options.idleTimeoutMs ?? CONTROL_TIMEOUT_MS,
+          ...(actAs === '' ? {} : { headers: { 'x-docklet-user': actAs } }),
+        })
+        return { status: answer.status, body: answer.json as T }
+      },
+      streamDownload: async (path, file, options) => {
+        const answer = await callControlStream(socket, {
+          method: 'GET',
+          path,
+          responseFile: resolve(file),
+          idleTimeoutMs: options?.idleTimeoutMs ?? CONTROL_TIMEOUT_MS,
+          ...(actAs === '' ? {} : { headers: { 'x-docklet-user': actAs } }),
+        })
+        return { bytes: answer.bytes }
+      },
     })
   } catch (error) {
     if (error instanceof ResourceUsageError) throw new UsageError(error.message, `Usage: ${spec.usage}`)

@@ -2,8 +2,10 @@
 // schemas, authentication, ownership checks) talks only to this interface,
 // so its tests hand it a fake and src/main.ts hands it the real node.
 
+import type { Readable } from 'node:stream'
 import type { ClusterStatus } from '../node/docklet-node.ts'
 import type { ClusterState, Command, CommandResult } from '../state/cluster-state.ts'
+import type { ImageVisibility } from '../state/vcluster-state.ts'
 
 export interface VnodeExecResult {
   exitCode: number
@@ -50,4 +52,17 @@ export interface ApiBackend {
   buildImage(kind: ImageKind, onProgress?: (progress: Progress) => void): Promise<{ id: string }>
   /** Builds running on this node and their latest step (for progress output). */
   imageBuilds?(): Array<{ kind: ImageKind; step: string; startedAt: number }>
+  /**
+   * Stores an image tar (as exportImage makes it: manifest.json first, then
+   * rootfs/) on this host, accepted only when its tree hashes to the hash its
+   * manifest names, and registers it with this host holding it. When the
+   * cluster knows the image already, this host just holds it too and
+   * `registered` is false. `name` defaults to the manifest's.
+   */
+  importImage?(
+    tar: Readable,
+    image: { name?: string; owner: string; description: string; visibility: ImageVisibility },
+  ): Promise<{ id: string; registered: boolean }>
+  /** The tar of an image, from this host's store (fetched from a host that holds it first, when needed). */
+  exportImage?(id: string): Promise<{ stream: Readable; sizeBytes: number }>
 }

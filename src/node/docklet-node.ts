@@ -3,8 +3,9 @@
 // membership controller that keeps the Raft group matching the members the
 // state lists. Every node is the same; any node forwards writes to the leader.
 
-import { createHash } from 'node:crypto'
+import { createHash, randomUUID } from 'node:crypto'
 import { hostname } from 'node:os'
+import type { Readable } from 'node:stream'
 import type { Libp2p } from '@libp2p/interface'
 import type { Logger } from 'pino'
 import {
@@ -42,6 +43,7 @@ import {
 } from '../state/cluster-state.ts'
 import { isMeshEndpoint, isMeshPublicKey } from '../state/mesh-state.ts'
 import { StateError } from '../state/state-error.ts'
+import type { ImageVisibility } from '../state/vcluster-state.ts'
 import { type DataDirPaths, type NodeRecord, writeNodeRecord } from './data-dir.ts'
 import { encodeJoinToken, hashTokenSecret, newTokenSecret } from './join-token.ts'
 import { type MemberObservation, planMembership } from './membership-plan.ts'
@@ -332,6 +334,17 @@ export class DockletNode {
     return this.requireVnodes().buildImage(kind, admin?.name ?? 'admin', onProgress)
   }
 
+  importImage(
+    tar: Readable,
+    image: { name?: string; owner: string; description: string; visibility: ImageVisibility },
+  ) {
+    return this.requireVnodes().importImage(tar, image)
+  }
+
+  exportImage(id: string) {
+    return this.requireVnodes().exportImage(id)
+  }
+
   private pickAdvertisedAddress(): string {
     return advertisedAddress(this.libp2p, this.config)
   }
@@ -385,6 +398,8 @@ export class DockletNode {
   async submit(command: Command): Promise<CommandResult & { ok: true }> {
     const deadline = this.clock.nowMs() + this.config.requestTimeoutMs
     const receivedBefore = this.receivedFrames()
+    // One request id for every attempt: a retry of a write that committed after all gets its first answer.
+    command = { ...command, rid: randomUUID() } as unknown as Command
     let lastError: unknown = null
     while (this.clock.nowMs() < deadline) {
       if (this.stopping !== null) throw new StateError('ERR_STOPPED', 'This docklet node is stopping.')

@@ -6,6 +6,7 @@ import { execFile } from 'node:child_process'
 import { existsSync, writeFileSync } from 'node:fs'
 import { availableParallelism } from 'node:os'
 import { join } from 'node:path'
+import { Readable } from 'node:stream'
 import { promisify } from 'node:util'
 import type { Libp2p } from '@libp2p/interface'
 import type { Logger } from 'pino'
@@ -15,6 +16,7 @@ import {
   createRuntime,
   type ExecResult,
   ImageBuilder,
+  ImageHashMismatchError,
   ImageStore,
 } from '../../runtime/index.ts'
 import { HostAgent, type MeshSource } from '../agent/host-agent.ts'
@@ -23,6 +25,7 @@ import type { NodeConfig } from '../config.ts'
 import { ExecaCommandRunner } from '../exec/command-runner.ts'
 import type { ClusterState, Command, CommandResult } from '../state/cluster-state.ts'
 import { StateError } from '../state/state-error.ts'
+import type { ImageVisibility } from '../state/vcluster-state.ts'
 
 const RPC_EXEC = 'vnode.exec'
 const RPC_SAVE = 'vnode.save'
@@ -31,6 +34,10 @@ export const EXEC_ARGV_MAX = 256
 const SAVE_TIMEOUT_MS = 600_000
 const INIT_IMAGE_ATTEMPTS = 3
 const IMAGE_FETCH_TIMEOUT_MS = 30 * 60_000
+/** Tries per host when a transfer breaks off or the host is busy; other failures move on to the next host. */
+const IMAGE_FETCH_ATTEMPTS_PER_HOST = 2
+const IMAGE_FETCH_RETRY_CODES = new Set(['ERR_IMAGE_TRUNCATED', 'ERR_IMAGE_BUSY'])
+const IMAGE_FETCH_RETRY_DELAY_MS = 1000
 
 function sleep(ms: number): Promise<void> {
   return new Promise((done) => setTimeout(done, ms).unref())
@@ -63,6 +70,132 @@ export async function defaultRouteInterface(): Promise<string> {
 function portOf(address: string): number | null {
   const match = /:(\d+)$/.exec(address) ?? /\/tcp\/(\d+)/.exec(address)
   return match === null ? null : Number(match[1])
+}
+
+/** manifest.json must lie within this many bytes at the start of an imported image tar. */
+export const IMAGE_TAR_HEAD_BYTES_MAX = 1024 * 1024
+const TAR_BLOCK_BYTES = 512
+const IMAGE_HASH = /^[0-9a-f]{64}$/
+
+function badTar(message: string): StateError {
+  return new StateError(
+    'ERR_BAD_REQUEST',
+    `${message} An image tar holds manifest.json, then rootfs/, as \`docklet image export\` writes it.`,
+  )
+}
+
+function tarText(block: Buffer, start: number, length: number): string {
+  const field = block.subarray(start, start + length)
+  const end = field.indexOf(0)
+  return field.subarray(0, end < 0 ? field.length : end).toString('utf8')
+}
+
+/** What one pax extended header (records "LEN key=value\n") says the next entry's path is. */
+function paxPath(data: Buffer): string | null {
+  let path: string | null = null
+  let offset = 0
+  while (offset < data.length) {
+    const space = data.indexOf(0x20, offset)
+    const length = Number.parseInt(data.subarray(offset, space).toString('ascii'), 10)
+    if (space < 0 || !Number.isSafeInteger(length) || length <= 0) break
+    const record = data.subarray(space + 1, offset + length - 1).toString('utf8')
+    if (record.startsWith('path=')) path = record.slice('path='.length)
+    offset += length
+  }
+  return path
+}
+
+/**
+ * The manifest of an image tar from its first bytes: manifest.json must be
+ * its first file (pax and GNU long-name headers before it are read). Null
+ * while `head` is too short to tell; a refusal as a sentence otherwise.
+ */
+export function imageTarManifest(head: Buffer): { name: string; hash: string } | null {
+  if (head[0] === 0x1f && head[1] === 0x8b) throw badTar('The upload is gzip-compressed; send the plain tar.')
+  let offset = 0
+  let longName: string | null = null
+  while (offset + TAR_BLOCK_BYTES <= head.length) {
+    const block = head.subarray(offset, offset + TAR_BLOCK_BYTES)
+    if (block.every((byte) => byte === 0)) throw badTar('The tar has no manifest.json.')
+    let sum = 0
+    for (let i = 0; i < TAR_BLOCK_BYTES; i++) sum += i >= 148 && i < 156 ? 0x20 : block[i]!
+    const size = Number.parseInt(tarText(block, 124, 12).trim() || '0', 8)
+    if (Number.parseInt(tarText(block, 148, 8).trim(), 8) !== sum || !Number.isSafeInteger(size))
+      throw badTar('The upload is not a tar.')
+    const type = String.fromCharCode(block[156]!)
+    const dataStart = offset + TAR_BLOCK_BYTES
+    const dataEnd = dataStart + size
+    const next = dataStart + Math.ceil(size / TAR_BLOCK_BYTES) * TAR_BLOCK_BYTES
+    if (type === 'x' || type === 'L') {
+      if (dataEnd > head.length) return null
+      const data = head.subarray(dataStart, dataEnd)
+      longName = type === 'x' ? (paxPath(data) ?? longName) : tarText(data, 0, data.length)
+      offset = next
+      continue
+    }
+    if (type === 'g') {
+      offset = next
+      continue
+    }
+    const prefix = tarText(block, 345, 155)
+    const name = (
+      longName ?? (prefix === '' ? tarText(block, 0, 100) : `${prefix}/${tarText(block, 0, 100)}`)
+    ).replace(/^(\.\/)+/, '')
+    if (name !== 'manifest.json' || (type !== '0' && type !== '\0'))
+      throw badTar(`The tar starts with ${JSON.stringify(name)} instead of manifest.json.`)
+    if (dataEnd > head.length) return null
+    let manifest: { name?: unknown; hash?: unknown }
+    try {
+      manifest = JSON.parse(head.subarray(dataStart, dataEnd).toString('utf8')) as typeof manifest
+    } catch {
+      throw badTar('The manifest.json of the tar is not JSON.')
+    }
+    if (typeof manifest.hash !== 'string' || !IMAGE_HASH.test(manifest.hash))
+      throw badTar('The manifest.json of the tar names no image hash (64 hex digits).')
+    return { name: typeof manifest.name === 'string' ? manifest.name : '', hash: manifest.hash }
+  }
+  return null
+}
+
+/**
+ * Reads an image tar's first bytes up to its manifest; answers the manifest
+ * and a stream of the whole tar (those bytes, then the rest of `tar`).
+ */
+export async function readImageTarHead(
+  tar: Readable,
+): Promise<{ manifest: { name: string; hash: string }; stream: Readable }> {
+  const source = tar[Symbol.asyncIterator]() as AsyncIterator<Buffer>
+  const chunks: Buffer[] = []
+  let head = Buffer.alloc(0)
+  try {
+    for (;;) {
+      const manifest = imageTarManifest(head)
+      if (manifest !== null) {
+        const whole = async function* () {
+          try {
+            yield head
+            for (;;) {
+              const next = await source.next()
+              if (next.done === true) return
+              yield next.value
+            }
+          } finally {
+            await source.return?.()
+          }
+        }
+        return { manifest, stream: Readable.from(whole(), { objectMode: false }) }
+      }
+      if (head.length >= IMAGE_TAR_HEAD_BYTES_MAX)
+        throw badTar(`The tar has no manifest.json within its first ${IMAGE_TAR_HEAD_BYTES_MAX} bytes.`)
+      const next = await source.next()
+      if (next.done === true) throw badTar('The upload ended before the manifest.json of the tar did.')
+      chunks.push(next.value)
+      head = Buffer.concat(chunks)
+    }
+  } catch (error) {
+    await source.return?.()
+    throw error
+  }
 }
 
 export class VnodeService {
@@ -145,7 +278,8 @@ export class VnodeService {
         }
         return service.saveHere(p.vcluster, p.index, p)
       },
-      { authorize: init.isMember },
+      // Saving a Debian vnode reads and hashes hundreds of MB: well past the RPC default.
+      { authorize: init.isMember, handlerTimeoutMs: SAVE_TIMEOUT_MS },
     )
     service.agent.start()
     return service
@@ -160,23 +294,120 @@ export class VnodeService {
   async fetchImage(hash: string, hosts: string[]): Promise<void> {
     let lastError: unknown = null
     for (const host of hosts) {
-      try {
-        const started = Date.now()
-        const fetched = await this.transfer.fetch(host, hash, {
-          timeoutMs: IMAGE_FETCH_TIMEOUT_MS,
-          expectPeerId: [host],
-        })
-        await this.images.importTar(fetched.stream, hash)
-        this.#init.logger.info({ hash, from: host, ms: Date.now() - started }, 'image fetched')
-        return
-      } catch (error) {
-        lastError = error
-        this.#init.logger.warn({ hash, from: host, error: (error as Error).message }, 'image fetch failed')
+      for (let attempt = 1; attempt <= IMAGE_FETCH_ATTEMPTS_PER_HOST; attempt++) {
+        try {
+          const started = Date.now()
+          const fetched = await this.transfer.fetch(host, hash, {
+            timeoutMs: IMAGE_FETCH_TIMEOUT_MS,
+            expectPeerId: [host],
+          })
+          await this.images.importTar(fetched.stream, hash)
+          this.#init.logger.info({ hash, from: host, ms: Date.now() - started }, 'image fetched')
+          return
+        } catch (error) {
+          lastError = error
+          // A transfer that broke off (the store kept nothing) or a busy host is worth another try.
+          const code = (error as { code?: unknown }).code
+          const retry =
+            attempt < IMAGE_FETCH_ATTEMPTS_PER_HOST &&
+            typeof code === 'string' &&
+            IMAGE_FETCH_RETRY_CODES.has(code)
+          this.#init.logger.warn(
+            { hash, from: host, attempt, error: (error as Error).message },
+            retry ? 'image fetch failed, retrying' : 'image fetch failed',
+          )
+          if (!retry) break
+          await new Promise((resolve) => setTimeout(resolve, IMAGE_FETCH_RETRY_DELAY_MS))
+        }
       }
     }
     throw new Error(
       `could not fetch image ${hash.slice(0, 12)} from ${hosts.length} host(s): ${(lastError as Error | null)?.message ?? 'no host holds it'}`,
     )
+  }
+
+  /**
+   * Imports an image tar into this host's store (verified against the hash
+   * its manifest names) and registers it, or, when the cluster knows the
+   * image already, records that this host holds it too.
+   */
+  async importImage(
+    tar: Readable,
+    image: { name?: string; owner: string; description: string; visibility: ImageVisibility },
+  ): Promise<{ id: string; registered: boolean }> {
+    const { manifest, stream } = await readImageTarHead(tar)
+    const hash = manifest.hash
+    const held = (await this.images.get(hash)) !== null
+    if (held) {
+      // The bytes are here already: read the upload to its end (the client is still sending) and drop it.
+      for await (const _chunk of stream) {
+        // dropped
+      }
+    } else {
+      try {
+        await this.images.importTar(stream, hash)
+      } catch (error) {
+        if (error instanceof ImageHashMismatchError)
+          throw new StateError(
+            'ERR_BAD_REQUEST',
+            `The tree in the image tar hashes to ${error.actual}, not to ${hash} as its manifest says: the tar is damaged or was changed. Export the image again.`,
+          )
+        if ((error as { code?: string }).code === 'ERR_IMAGE_TOO_LARGE')
+          throw new StateError('ERR_BAD_REQUEST', (error as Error).message)
+        throw error
+      }
+    }
+    if (this.#init.state.view.images[hash] !== undefined) {
+      await this.#init.submit({ type: 'image.held', at: 0, hash, host: this.#init.nodeId })
+      this.#init.logger.info({ hash }, 'imported an image the cluster knew already')
+      return { id: hash, registered: false }
+    }
+    const stored = await this.images.get(hash)
+    try {
+      await this.#init.submit({
+        type: 'image.register',
+        at: 0,
+        id: hash,
+        name: image.name ?? manifest.name,
+        owner: image.owner,
+        visibility: image.visibility,
+        description: image.description,
+        sizeBytes: stored?.size ?? 0,
+        host: this.#init.nodeId,
+      })
+    } catch (error) {
+      if (this.#init.state.view.images[hash] !== undefined) {
+        // Another host registered the same image meanwhile: this one holds it too.
+        await this.#init.submit({ type: 'image.held', at: 0, hash, host: this.#init.nodeId })
+        return { id: hash, registered: false }
+      }
+      // Unregistered bytes would only take room: nothing can use them.
+      if (!held) await this.images.remove(hash).catch(() => {})
+      throw error
+    }
+    this.#init.logger.info({ hash }, 'imported an image')
+    return { id: hash, registered: true }
+  }
+
+  /** The tar of a registered image; a host that lacks its bytes fetches them from one that holds them first. */
+  async exportImage(id: string): Promise<{ stream: Readable; sizeBytes: number }> {
+    const image = this.#init.state.view.images[id]
+    if (image === undefined)
+      throw new StateError(
+        'ERR_IMAGE_NOT_FOUND',
+        `There is no image ${id}; \`docklet image list\` lists them.`,
+      )
+    if ((await this.images.get(id)) === null) {
+      const holders = image.hosts.filter((host) => host !== this.#init.nodeId)
+      if (holders.length === 0)
+        throw new StateError(
+          'ERR_IMAGE_NOT_FOUND',
+          `No host holds the bytes of the image ${image.name} any more; import it again.`,
+        )
+      await this.fetchImage(id, holders)
+      await this.#init.submit({ type: 'image.held', at: 0, hash: id, host: this.#init.nodeId })
+    }
+    return this.images.openTar(id)
   }
 
   #hostOf(vclusterId: string, index: number): string {

@@ -109,8 +109,24 @@ export interface ClusterSettings {
   offlineThresholdMs: number
 }
 
+/**
+ * Commands that carry a request id (`rid`, set once by the node that
+ * submits them and kept across its retries) are remembered with their
+ * answer: a retry of a write that did commit after all (a timeout, a leader
+ * change) gets that first answer again instead of taking effect twice
+ * (Raft thesis §6.3). The oldest are forgotten first, past REQUEST_IDS_MAX.
+ */
+export interface RequestLog {
+  ids: string[]
+  results: Record<string, CommandResult>
+}
+
+/** Request ids remembered; far more writes than a retry window (requestTimeoutMs) sees. */
+export const REQUEST_IDS_MAX = 4096
+
 export interface ClusterData extends AllocationData, SessionData, PortData {
   clusterId: string
+  requests: RequestLog
   createdAt: number
   settings: ClusterSettings
   /** The range hosts' WireGuard mesh addresses come from (see mesh-state.ts). */
@@ -166,6 +182,7 @@ function emptyData(): ClusterData {
     images: {},
     vclusters: {},
     nextVclusterId: 1,
+    requests: { ids: [], results: {} },
     ...emptySessionData(),
     ...emptyPortData(),
   }
@@ -189,6 +206,7 @@ function upgradeData(data: ClusterData): ClusterData {
     user.sshKey ??= { ...noSshKey }
   }
   upgradeMeshData(data)
+  data.requests ??= { ids: [], results: {} }
   return data
 }
 
@@ -263,9 +281,24 @@ export class ClusterState implements StateMachine<CommandResult> {
     } catch {
       return failure('ERR_BAD_COMMAND', 'The command is not valid JSON.')
     }
+    const rid = (command as { rid?: unknown }).rid
+    if (typeof rid === 'string') {
+      // A retry of a write already applied: its first answer, and nothing changes.
+      const earlier = this.data.requests.results[rid]
+      if (earlier !== undefined) return earlier
+    }
     const result = this.dispatch(command)
+    if (typeof rid === 'string') this.remember(rid, result)
     this.notify(command, result)
     return result
+  }
+
+  private remember(rid: string, result: CommandResult): void {
+    const requests = this.data.requests
+    // A copy: the answer must not change with the state it may point into.
+    requests.results[rid] = JSON.parse(JSON.stringify(result)) as CommandResult
+    requests.ids.push(rid)
+    while (requests.ids.length > REQUEST_IDS_MAX) delete requests.results[requests.ids.shift()!]
   }
 
   private dispatch(command: Command): CommandResult {

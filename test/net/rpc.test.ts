@@ -249,6 +249,27 @@ describe('RpcService', () => {
     expect(server.events.map((event) => event.type)).toEqual(['handler-timeout'])
   })
 
+  it('lets a method registered with its own handlerTimeoutMs run past the service default', async () => {
+    const server = await startNode({ handlerTimeoutMs: 100 })
+    const client = await startNode()
+    server.rpc.register(
+      'slow',
+      async () => {
+        await new Promise((resolve) => setTimeout(resolve, 400))
+        return 'saved'
+      },
+      { handlerTimeoutMs: 5000 },
+    )
+    server.rpc.register('stuck', async () => new Promise(() => {}))
+    expect((await client.rpc.call(server.addr, 'slow', {}, { timeoutMs: 5000 })).result).toBe('saved')
+    // Other methods keep the service's bound.
+    const error = await rejectionOf(client.rpc.call(server.addr, 'stuck', {}, { timeoutMs: 5000 }))
+    expect((error as RpcRemoteError).code).toBe('ERR_RPC_HANDLER_TIMEOUT')
+    expect(() => server.rpc.register('bad', async () => 1, { handlerTimeoutMs: 0 })).toThrow(
+      /handlerTimeoutMs/,
+    )
+  })
+
   it('refuses a request over the server’s requestBytesMax without calling the handler', async () => {
     const server = await startNode({ requestBytesMax: 1024 })
     const client = await startNode()

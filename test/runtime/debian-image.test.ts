@@ -1,9 +1,11 @@
 // The Debian workspace image, built for real with debootstrap and apt from
-// the host's apt sources (minutes, network to the Debian mirror): opt-in
-// only, with DOCKLET_TEST_DEBIAN_IMAGE=1. The image is built once into a
-// cache (DOCKLET_TEST_DEBIAN_CACHE, default /var/cache/docklet-test:
-// debian-image/ is an ImageStore, debian-packages/ the .deb cache) and reused
-// by later runs; DOCKLET_TEST_DEBIAN_REBUILD=1 builds it again. Checks the
+// the host's apt sources (minutes, network to the Debian mirror): under
+// CI=true or DOCKLET_TEST_DEBIAN_IMAGE=1, or whenever a current image is
+// cached (else skipped, saying why). The image is built once into the
+// cache that test/support/debian-image-cache.ts keeps for every test file
+// (DOCKLET_TEST_DEBIAN_CACHE, default /var/cache/docklet-test) and reused by
+// later runs while it is current; DOCKLET_TEST_DEBIAN_REBUILD=1 builds it
+// again. Checks the
 // build's progress lines, that the image verifies and holds python3, sshd,
 // jupyter and busybox init, then boots it under LxcRuntime (no network but
 // loopback): python3 runs, sshd answers on port 22, Jupyter answers on the
@@ -19,23 +21,18 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import type { ContainerSpec, ImageManifest } from '../../runtime/index.ts'
-import {
-  ImageBuilder,
-  ImageStore,
-  imageAptSources,
-  JUPYTER_CONFIG_PATH,
-  LxcRuntime,
-  renderJupyterConfig,
-} from '../../runtime/index.ts'
+import type { ContainerSpec, ImageManifest, ImageStore } from '../../runtime/index.ts'
+import { imageAptSources, JUPYTER_CONFIG_PATH, LxcRuntime, renderJupyterConfig } from '../../runtime/index.ts'
 import { mountsUnder, unmountAll } from '../../runtime/mounts.ts'
 import { ExecaCommandRunner } from '../../src/exec/command-runner.ts'
+import {
+  DEBIAN_BUILD_TIMEOUT_MS,
+  debianImageVerdict,
+  ensureDebianImage,
+} from '../support/debian-image-cache.ts'
 import { prerequisiteVerdict } from './prerequisites.ts'
 
-const enabled = process.env.DOCKLET_TEST_DEBIAN_IMAGE === '1'
-const cacheDir = process.env.DOCKLET_TEST_DEBIAN_CACHE ?? '/var/cache/docklet-test'
-const rebuild = process.env.DOCKLET_TEST_DEBIAN_REBUILD === '1'
-const BUILD_TIMEOUT_MS = 60 * 60_000
+const BUILD_TIMEOUT_MS = DEBIAN_BUILD_TIMEOUT_MS
 const EXEC_TIMEOUT_MS = 30_000
 const JUPYTER_PORT = 8888
 const BASE_URL = '/go/alice/dev/'
@@ -144,7 +141,10 @@ describe('imageAptSources', () => {
 
 const verdict = prerequisiteVerdict()
 
-describe.runIf(enabled && !verdict.skip)('the Debian image', () => {
+// Runs with a current cached image, and builds one first under CI (the workspace browser test needs it too).
+const cachedImage = verdict.skip ? null : debianImageVerdict()
+
+describe.runIf(!verdict.skip && cachedImage?.action !== 'skip')('the Debian image', () => {
   const runner = new ExecaCommandRunner()
   const suffix = `${process.pid}`
   const names = [`dkt-${suffix}-deb`, `dkt-${suffix}-deb-plain`] as const
@@ -162,30 +162,16 @@ describe.runIf(enabled && !verdict.skip)('the Debian image', () => {
     root = await mkdtemp(join(tmpdir(), 'docklet-debian-'))
     lxcpath = join(root, 'lxc')
     runtime = new LxcRuntime({ lxcpath, runner })
-    store = new ImageStore({ dir: join(cacheDir, 'debian-image'), runner })
-    await store.open()
-    const cached = (await store.list())
-      .filter((m) => m.name === 'debian')
-      .sort(byCreatedAt)
-      .at(-1)
-    if (cached !== undefined && !rebuild) {
-      image = cached
-      return
-    }
-    const startedMs = Date.now()
-    image = await new ImageBuilder({ store, runner }).buildDebian({
-      packageCacheDir: join(cacheDir, 'debian-packages'),
+    const cached = await ensureDebianImage({
       onProgress: (line) => {
         progress.push(line)
         console.log(`[debian image] ${line}`)
       },
     })
-    built = true
-    buildSeconds = Math.round((Date.now() - startedMs) / 1000)
-    // The cache keeps one Debian image: older builds go.
-    for (const old of await store.list()) {
-      if (old.name === 'debian' && old.hash !== image.hash) await store.remove(old.hash)
-    }
+    store = cached.store
+    image = cached.manifest
+    built = cached.built
+    buildSeconds = cached.buildSeconds
   }, BUILD_TIMEOUT_MS)
 
   afterAll(async () => {
@@ -304,7 +290,3 @@ describe.runIf(enabled && !verdict.skip)('the Debian image', () => {
     expect(existsSync(join(lxcpath, name))).toBe(false)
   }, 120_000)
 })
-
-function byCreatedAt(a: ImageManifest, b: ImageManifest): number {
-  return a.createdAt.localeCompare(b.createdAt)
-}

@@ -64,6 +64,12 @@ describe.skipIf(verdict.skip)('ImageStore', () => {
     expect((await hashTree(b)).hash).toBe((await hashTree(a)).hash)
     await chmod(join(b, 'dir/file'), 0o600)
     expect((await hashTree(b)).hash).not.toBe((await hashTree(a)).hash)
+    // The walk runs on a worker thread: its failures come back as errors naming the path.
+    const missing = join(root, 'no-such-tree')
+    await expect(hashTree(missing)).rejects.toMatchObject({
+      code: 'ENOENT',
+      message: expect.stringContaining(missing),
+    })
   })
 
   it('verify detects a tree changed after it was stored', async () => {

@@ -1,7 +1,9 @@
 // The cluster state machine: commands applied in order give the same state
 // on every replica (snapshot bytes compared), join tokens are single-use,
 // expire, can be revoked and need the right secret, and refused commands
-// change nothing. Commands are built by hand and applied directly.
+// change nothing; a write retried with the same request id takes effect once
+// and gets its first answer again, also after a snapshot. Commands are built
+// by hand and applied directly.
 
 import { describe, expect, it } from 'vitest'
 import {
@@ -9,6 +11,7 @@ import {
   type Command,
   type CommandResult,
   encodeCommand,
+  REQUEST_IDS_MAX,
 } from '../../src/state/cluster-state.ts'
 
 const HOUR = 3_600_000
@@ -125,5 +128,44 @@ describe('ClusterState', () => {
       ok: false,
       error: { code: 'ERR_BAD_COMMAND' },
     })
+  })
+
+  it('applies a write retried with the same request id once, answering the retry as the first time', () => {
+    const state = initialized()
+    const create = {
+      type: 'token.create',
+      at: 3_000,
+      id: 't2',
+      secretHash: 's',
+      expiresAt: 9 * HOUR,
+      createdBy: 'root',
+    }
+    const first = state.apply(encodeCommand({ ...create, rid: 'r-1' } as Command))
+    expect(first.ok).toBe(true)
+    const before = state.snapshot()
+    // The same write again without its id is refused (the token exists); with it, it is the first answer.
+    expect(state.apply(encodeCommand({ ...create, at: 3_500 } as Command)).ok).toBe(false)
+    expect(state.apply(encodeCommand({ ...create, at: 3_500, rid: 'r-1' } as Command))).toEqual(first)
+    expect(state.snapshot()).toEqual(before)
+    // A replica restored from a snapshot remembers it too.
+    const restored = new ClusterState()
+    restored.restore(state.snapshot())
+    expect(restored.apply(encodeCommand({ ...create, at: 4_000, rid: 'r-1' } as Command))).toEqual(first)
+    expect(restored.snapshot()).toEqual(state.snapshot())
+  })
+
+  it('forgets the oldest request ids past REQUEST_IDS_MAX, the same way on every replica', () => {
+    const a = initialized()
+    const b = initialized()
+    for (const state of [a, b]) {
+      for (let i = 0; i <= REQUEST_IDS_MAX; i++)
+        state.apply(
+          encodeCommand({ type: 'token.revoke', at: 3_000 + i, id: 'nope', rid: `r-${i}` } as Command),
+        )
+      expect(state.view.requests.ids.length).toBe(REQUEST_IDS_MAX)
+      expect(state.view.requests.results['r-0']).toBeUndefined()
+      expect(state.view.requests.results[`r-${REQUEST_IDS_MAX}`]).toBeDefined()
+    }
+    expect(a.snapshot()).toEqual(b.snapshot())
   })
 })
