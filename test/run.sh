@@ -7,10 +7,11 @@ cd "$root"
 # Debian packages the test tiers use: real LXC containers on overlayfs with
 # loop-mounted ext4 upper layers (runtime), WireGuard (wireguard-go where the
 # kernel has no module) and nftables between network-namespace hosts (mesh),
-# chromium for the browser tests (driven by playwright-core, never downloaded).
+# chromium for the browser tests (driven by playwright-core, never downloaded),
+# debootstrap for the Debian+Jupyter image (built once into /var/cache/docklet-test).
 packages=(
   iproute2 procps util-linux mount tar e2fsprogs iputils-ping
-  lxc busybox-static
+  lxc busybox-static debootstrap
   wireguard-go wireguard-tools nftables
   chromium
 )

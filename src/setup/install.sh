@@ -65,8 +65,17 @@ case "$data_dir" in
 esac
 
 # 1. Dependencies. ensure-deps prints the PATH to use on its last line.
+# What a node runs: LXC system containers on overlayfs with loop-mounted ext4
+# upper layers, the busybox and Debian (debootstrap) images it builds at init,
+# the WireGuard mesh (wireguard-go where the kernel has no module) and
+# nftables for vcluster isolation and NAT.
+packages=(
+  iproute2 procps util-linux mount tar e2fsprogs
+  lxc busybox-static debootstrap
+  wireguard-go wireguard-tools nftables
+)
 if [ "${DOCKLET_SKIP_DEPS:-0}" != 1 ]; then
-  deps_path=$(bash "$root/src/setup/ensure-deps.sh" | tail -n 1)
+  deps_path=$(bash "$root/src/setup/ensure-deps.sh" "${packages[@]}" | tail -n 1)
   case "$deps_path" in
     PATH=*) export PATH="${deps_path#PATH=}" ;;
     *) fail "src/setup/ensure-deps.sh did not report a PATH; see its messages above." ;;
