@@ -14,7 +14,7 @@ if (major < 22 || !process.features.typescript) {
 }
 
 // Cache compiled (and type-stripped) modules across runs: a CLI call then starts in a fraction of the time.
-const { enableCompileCache } = await import('node:module')
-enableCompileCache?.()
+// getBuiltinModule rather than import(): an ES import of a builtin evaluates all of its lazy exports.
+process.getBuiltinModule('node:module').enableCompileCache?.()
 const { runCli } = await import('../src/cli.ts')
 await runCli(process.argv.slice(2))

@@ -408,16 +408,55 @@ export async function readOverlayState(
   return { links, fdb, nftTables, ipForward: forward.stdout.trim() === '1' }
 }
 
+/** `ip` and `bridge` read many commands from stdin with `-batch -`, stopping at the first that fails. */
+const BATCHABLE = new Set(['ip', 'bridge'])
+/** Commands per batch: one process instead of one per forwarding entry (a 50-vnode vcluster has dozens). */
+const BATCH_COMMANDS_MAX = 256
+
+function batchable(command: PlannedCommand): boolean {
+  return (
+    BATCHABLE.has(command.file) &&
+    command.input === undefined &&
+    command.args.every((arg) => arg !== '' && !/[\s"'#\\]/.test(arg))
+  )
+}
+
+/** Runs the commands in order; consecutive ip (or bridge) commands go to one `-batch -` process. */
 async function runSteps(runner: CommandRunner, commands: PlannedCommand[], timeoutMs: number): Promise<void> {
-  for (const command of commands) {
+  let at = 0
+  while (at < commands.length) {
+    const first = commands[at]!
+    let end = at + 1
+    if (batchable(first)) {
+      while (
+        end < commands.length &&
+        end - at < BATCH_COMMANDS_MAX &&
+        commands[end]!.file === first.file &&
+        batchable(commands[end]!)
+      )
+        end++
+    }
+    const group = commands.slice(at, end)
+    at = end
     try {
-      await runner.run(command.file, command.args, {
-        timeoutMs,
-        ...(command.input === undefined ? {} : { input: command.input }),
-      })
+      if (group.length === 1) {
+        await runner.run(first.file, first.args, {
+          timeoutMs,
+          ...(first.input === undefined ? {} : { input: first.input }),
+        })
+      } else {
+        await runner.run(first.file, ['-batch', '-'], {
+          timeoutMs,
+          input: `${group.map((command) => command.args.join(' ')).join('\n')}\n`,
+        })
+      }
     } catch (error) {
+      const shown =
+        group.length === 1
+          ? `\`${[first.file, ...first.args].join(' ')}\``
+          : `batch of ${group.length} \`${first.file}\` commands (from \`${[first.file, ...first.args].join(' ')}\`)`
       throw new MeshApplyError(
-        `The overlay step \`${[command.file, ...command.args].join(' ')}\` failed; the next apply retries: ${(error as Error).message}`,
+        `The overlay step ${shown} failed; the next apply retries: ${(error as Error).message}`,
         { cause: error },
       )
     }

@@ -16,6 +16,13 @@
 //   rootfs/       overlay mount: lower = image (read-only), upper = layer/upper
 //   lxc.log       LXC's own log; its tail explains a failed start
 //
+// With keepSpares() (the node turns it on), <lxcpath>/.spare/ holds one
+// prepared layer per kind of container made recently (image × disk size):
+// disk.img formatted, layer/ mounted, rootfs/ an overlay over the image. It
+// is made while the runtime is idle, and a create of that kind renames it
+// into place instead of running mkfs and two mounts, the slowest part of a
+// create. lxc-ls and list() ignore it (no config, no docklet.json).
+//
 // We mount the overlay ourselves rather than with LXC's `overlay:` rootfs so
 // that its options are ours: redirect_dir, metacopy and index off keep the
 // upper layer a plain tree plus whiteouts, which is what an image save reads.
@@ -23,7 +30,7 @@
 // init, so they keep running when the node process dies, and a new LxcRuntime
 // over the same lxcpath finds them (list/state).
 
-import { existsSync, readFileSync } from 'node:fs'
+import { existsSync, readFileSync, type Stats } from 'node:fs'
 import { mkdir, readdir, readFile, rename, rm, stat, statfs, truncate, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { CommandRunner } from './command-runner.ts'
@@ -67,6 +74,54 @@ export const EXEC_ENV: Readonly<Record<string, string>> = {
   LANG: 'C.UTF-8',
 }
 const ALL_EXIT_CODES = Array.from({ length: 256 }, (_, code) => code)
+/** Kinds of container (image × disk size) a spare layer is kept for; the most recently created win. */
+export const SPARE_KINDS_MAX = 2
+/** Spares are made once no container operation has run for this long, so they never slow one down. */
+export const SPARE_IDLE_MS = 250
+/** Where spares live, inside lxcpath (so a rename moves one into place); not a valid container name. */
+const SPARE_DIR = '.spare'
+
+/** The files of one container (or spare) directory. */
+interface Layout {
+  dir: string
+  config: string
+  record: string
+  disk: string
+  layer: string
+  upper: string
+  work: string
+  rootfs: string
+  log: string
+}
+
+function layoutOf(dir: string): Layout {
+  return {
+    dir,
+    config: join(dir, 'config'),
+    record: join(dir, 'docklet.json'),
+    disk: join(dir, 'disk.img'),
+    layer: join(dir, 'layer'),
+    upper: join(dir, 'layer', 'upper'),
+    work: join(dir, 'layer', 'work'),
+    rootfs: join(dir, 'rootfs'),
+    log: join(dir, 'lxc.log'),
+  }
+}
+
+/** What a container needs that does not depend on its name: made ahead by keepSpares(). */
+interface SpareKind {
+  imagePath: string
+  diskMb: number
+}
+
+interface Spare extends SpareKind {
+  dir: string
+  /** The image directory it overlays, so a spare over a since replaced directory is never used. */
+  imageDev: number
+  imageIno: number
+}
+
+const kindKey = (kind: SpareKind): string => `${kind.diskMb}:${kind.imagePath}`
 
 /** What docklet.json holds. */
 interface ContainerRecord {
@@ -108,6 +163,22 @@ export class LxcRuntime implements ContainerRuntime {
   readonly #locks = new Map<string, Promise<unknown>>()
   /** Created by this process and not started since: known stopped, so start() skips asking LXC. */
   readonly #freshlyCreated = new Set<string>()
+  /** create/start/stop/destroy calls in progress; spares are made only at 0. */
+  #busy = 0
+  #sparesOn = false
+  #closed = false
+  /** Kinds to keep a spare for, most recent last (at most SPARE_KINDS_MAX). */
+  #spareKinds: SpareKind[] = []
+  /** Spares ready to be taken, by kindKey. */
+  readonly #spares = new Map<string, Spare>()
+  /** Spares that cannot be used (their image changed): removed by the next spare round. */
+  #spareTrash: Spare[] = []
+  #spareSeq = 0
+  #spareSwept = false
+  #spareTimer: NodeJS.Timeout | null = null
+  #spareRound: Promise<void> | null = null
+  /** mke2fs before 1.47 lacks assume_storage_prezeroed; false once one said so. */
+  #mkfsPrezeroed = true
 
   constructor(init: LxcRuntimeInit) {
     if (!init.lxcpath.startsWith('/') || /[,:\n]/.test(init.lxcpath)) {
@@ -122,29 +193,21 @@ export class LxcRuntime implements ContainerRuntime {
     return join(this.lxcpath, name)
   }
 
-  #paths(name: string) {
-    const dir = this.#dir(name)
-    return {
-      dir,
-      config: join(dir, 'config'),
-      record: join(dir, 'docklet.json'),
-      disk: join(dir, 'disk.img'),
-      layer: join(dir, 'layer'),
-      upper: join(dir, 'layer', 'upper'),
-      work: join(dir, 'layer', 'work'),
-      rootfs: join(dir, 'rootfs'),
-      log: join(dir, 'lxc.log'),
-    }
+  #paths(name: string): Layout {
+    return layoutOf(this.#dir(name))
   }
 
   async #serialize<T>(name: string, operation: () => Promise<T>): Promise<T> {
     const previous = this.#locks.get(name) ?? Promise.resolve()
     const next = previous.catch(() => {}).then(operation)
     this.#locks.set(name, next)
+    this.#busy += 1
     try {
       return await next
     } finally {
       if (this.#locks.get(name) === next) this.#locks.delete(name)
+      this.#busy -= 1
+      if (this.#busy === 0) this.#scheduleSpares()
     }
   }
 
@@ -181,20 +244,68 @@ export class LxcRuntime implements ContainerRuntime {
         timeoutMs: MOUNT_TIMEOUT_MS,
       })
     }
-    if (!(await isMounted(p.rootfs))) {
-      const options = [
-        `lowerdir=${imagePath}`,
-        `upperdir=${p.upper}`,
-        `workdir=${p.work}`,
-        'redirect_dir=off',
-        'index=off',
-        'metacopy=off',
-        'xino=off',
-      ].join(',')
-      await this.#runner.run('mount', ['-t', 'overlay', '-o', options, `docklet-${name}`, p.rootfs], {
-        timeoutMs: MOUNT_TIMEOUT_MS,
-      })
+    if (!(await isMounted(p.rootfs))) await this.#mountOverlay(p, imagePath, `docklet-${name}`)
+  }
+
+  async #mountOverlay(p: Layout, imagePath: string, source: string): Promise<void> {
+    const options = [
+      `lowerdir=${imagePath}`,
+      `upperdir=${p.upper}`,
+      `workdir=${p.work}`,
+      'redirect_dir=off',
+      'index=off',
+      'metacopy=off',
+      'xino=off',
+    ].join(',')
+    await this.#runner.run('mount', ['-t', 'overlay', '-o', options, source, p.rootfs], {
+      timeoutMs: MOUNT_TIMEOUT_MS,
+    })
+  }
+
+  /**
+   * Makes p.dir with a formatted disk.img mounted at layer/ and rootfs/ an
+   * overlay of the image over layer/upper, registering the undo steps in
+   * `revert` as it goes.
+   */
+  async #makeLayers(p: Layout, kind: SpareKind, source: string, revert: Revert): Promise<void> {
+    await mkdir(p.dir, { mode: 0o700 })
+    revert.add('remove the container directory', () => rm(p.dir, { recursive: true, force: true }))
+    await writeFile(p.disk, '')
+    await truncate(p.disk, kind.diskMb * 1024 * 1024)
+    await this.#mkfs(p.disk)
+    await mkdir(p.layer)
+    await mkdir(p.rootfs)
+    revert.add('unmount the layers', async () => {
+      await unmountAll(this.#runner, p.rootfs)
+      await unmountAll(this.#runner, p.layer)
+    })
+    await this.#runner.run('mount', ['-t', 'ext4', '-o', 'loop', p.disk, p.layer], {
+      timeoutMs: MOUNT_TIMEOUT_MS,
+    })
+    await mkdir(p.upper, { mode: 0o755 })
+    await mkdir(p.work, { mode: 0o700 })
+    await this.#mountOverlay(p, kind.imagePath, source)
+  }
+
+  async #mkfs(disk: string): Promise<void> {
+    // -m 0: no blocks reserved for root, since root in the container is who writes.
+    const args = ['-q', '-F', '-m', '0', '-L', 'docklet']
+    if (this.#mkfsPrezeroed) {
+      // The file was just truncated, so it reads as zeros: mke2fs need not write
+      // the journal and inode tables (33 MB for 1 GB), nor the kernel zero them
+      // in the background after the mount (ext4lazyinit).
+      try {
+        await this.#runner.run('mkfs.ext4', [...args, '-E', 'assume_storage_prezeroed=1', disk], {
+          timeoutMs: MKFS_TIMEOUT_MS,
+        })
+        return
+      } catch (error) {
+        const said = `${(error as { stderr?: string }).stderr ?? ''} ${(error as Error).message}`
+        if (!/bad option/i.test(said)) throw error
+        this.#mkfsPrezeroed = false
+      }
     }
+    await this.#runner.run('mkfs.ext4', [...args, disk], { timeoutMs: MKFS_TIMEOUT_MS })
   }
 
   async #unmountAndRemove(name: string): Promise<void> {
@@ -229,29 +340,20 @@ export class LxcRuntime implements ContainerRuntime {
       if (bridge !== undefined && !existsSync(`/sys/class/net/${bridge}/bridge`))
         throw new BridgeNotFoundError(bridge)
 
+      const kind: SpareKind = { imagePath: spec.imagePath, diskMb: spec.limits.diskMb }
       const revert = new Revert()
       try {
         await mkdir(this.lxcpath, { recursive: true })
-        await mkdir(p.dir, { mode: 0o700 })
-        revert.add('remove the container directory', () => rm(p.dir, { recursive: true, force: true }))
-        await writeFile(p.disk, '')
-        await truncate(p.disk, spec.limits.diskMb * 1024 * 1024)
-        // -m 0: no blocks reserved for root, since root in the container is who writes.
-        await this.#runner.run('mkfs.ext4', ['-q', '-F', '-m', '0', '-L', 'docklet', p.disk], {
-          timeoutMs: MKFS_TIMEOUT_MS,
-        })
-        await mkdir(p.layer)
-        await mkdir(p.rootfs)
-        revert.add('unmount the layers', async () => {
-          await unmountAll(this.#runner, p.rootfs)
-          await unmountAll(this.#runner, p.layer)
-        })
-        await this.#runner.run('mount', ['-t', 'ext4', '-o', 'loop', p.disk, p.layer], {
-          timeoutMs: MOUNT_TIMEOUT_MS,
-        })
-        await mkdir(p.upper, { mode: 0o755 })
-        await mkdir(p.work, { mode: 0o700 })
-        await this.#mountLayers(spec.name, spec.imagePath)
+        if (await this.#adoptSpare(kind, image, p.dir)) {
+          revert.add('remove the container directory', () => rm(p.dir, { recursive: true, force: true }))
+          revert.add('unmount the layers', async () => {
+            await unmountAll(this.#runner, p.rootfs)
+            await unmountAll(this.#runner, p.layer)
+          })
+        } else {
+          await this.#makeLayers(p, kind, `docklet-${spec.name}`, revert)
+        }
+        this.#wantSpare(kind)
         await this.#writeGuestFiles(spec, p.rootfs)
         await writeFile(
           p.config,
@@ -273,6 +375,128 @@ export class LxcRuntime implements ContainerRuntime {
         await revert.fail(`Creating container ${spec.name}`, error)
       }
     })
+  }
+
+  // ------------------------------------------------------------ spares
+
+  /**
+   * From now on, keeps a prepared layer ready for the kinds of container
+   * created most recently (see the header). Spares a killed process left are
+   * removed first. Off by default: they hold a loop device and two mounts
+   * each, which a caller must know to expect (close() removes them).
+   */
+  keepSpares(): void {
+    if (this.#closed) return
+    this.#sparesOn = true
+    this.#scheduleSpares()
+  }
+
+  /** Stops making spares and removes every one, with their mounts; containers are left as they are. */
+  async close(): Promise<void> {
+    this.#closed = true
+    if (this.#spareTimer !== null) clearTimeout(this.#spareTimer)
+    this.#spareTimer = null
+    await this.#spareRound
+    if (!this.#sparesOn) return
+    this.#spares.clear()
+    this.#spareTrash = []
+    await this.#sweepSpares()
+  }
+
+  /** Moves a ready spare of `kind` to `dir`; false when there is none (the caller makes the layers). */
+  async #adoptSpare(kind: SpareKind, image: Stats, dir: string): Promise<boolean> {
+    const key = kindKey(kind)
+    const spare = this.#spares.get(key)
+    if (spare === undefined) return false
+    this.#spares.delete(key)
+    if (spare.imageDev !== image.dev || spare.imageIno !== image.ino) {
+      this.#spareTrash.push(spare)
+      return false
+    }
+    try {
+      await rename(spare.dir, dir)
+      return true
+    } catch {
+      this.#spareTrash.push(spare)
+      return false
+    }
+  }
+
+  #wantSpare(kind: SpareKind): void {
+    if (!this.#sparesOn) return
+    const key = kindKey(kind)
+    this.#spareKinds = [...this.#spareKinds.filter((wanted) => kindKey(wanted) !== key), kind]
+    for (const dropped of this.#spareKinds.splice(
+      0,
+      Math.max(0, this.#spareKinds.length - SPARE_KINDS_MAX),
+    )) {
+      const spare = this.#spares.get(kindKey(dropped))
+      this.#spares.delete(kindKey(dropped))
+      if (spare !== undefined) this.#spareTrash.push(spare)
+    }
+  }
+
+  #scheduleSpares(): void {
+    if (!this.#sparesOn || this.#closed) return
+    if (this.#spareTimer !== null) clearTimeout(this.#spareTimer)
+    this.#spareTimer = setTimeout(() => {
+      this.#spareTimer = null
+      if (this.#spareRound === null)
+        this.#spareRound = this.#spareRoundOnce().finally(() => (this.#spareRound = null))
+    }, SPARE_IDLE_MS)
+    this.#spareTimer.unref()
+  }
+
+  /** Removes unusable spares, then makes the missing ones while nothing else runs. Never throws. */
+  async #spareRoundOnce(): Promise<void> {
+    try {
+      if (!this.#spareSwept) {
+        await this.#sweepSpares()
+        this.#spareSwept = true
+      }
+      for (const spare of this.#spareTrash.splice(0)) await this.#removeSpare(spare)
+      for (const kind of [...this.#spareKinds].reverse()) {
+        if (this.#closed || this.#busy > 0) return
+        if (this.#spares.has(kindKey(kind))) continue
+        const image = await stat(kind.imagePath).catch(() => null)
+        if (image === null || !image.isDirectory()) continue
+        const spare: Spare = {
+          ...kind,
+          dir: join(this.lxcpath, SPARE_DIR, `${++this.#spareSeq}`),
+          imageDev: image.dev,
+          imageIno: image.ino,
+        }
+        const revert = new Revert()
+        try {
+          await mkdir(join(this.lxcpath, SPARE_DIR), { recursive: true, mode: 0o700 })
+          await this.#makeLayers(layoutOf(spare.dir), kind, 'docklet-spare', revert)
+          revert.success()
+        } catch (error) {
+          // Only a head start is lost: a create makes its own layers and reports its own errors.
+          await revert.fail('Preparing a spare layer', error).catch(() => {})
+          return
+        }
+        const stillWanted = this.#spareKinds.some((wanted) => kindKey(wanted) === kindKey(kind))
+        if (this.#closed || !stillWanted) await this.#removeSpare(spare)
+        else this.#spares.set(kindKey(kind), spare)
+      }
+    } catch {
+      // As above: spares are an optimization; the next idle moment tries again.
+    }
+  }
+
+  async #removeSpare(spare: Spare): Promise<void> {
+    const p = layoutOf(spare.dir)
+    await unmountAll(this.#runner, p.rootfs)
+    await unmountAll(this.#runner, p.layer)
+    await rm(p.dir, { recursive: true, force: true })
+  }
+
+  /** Unmounts and removes everything under .spare/, whoever made it. */
+  async #sweepSpares(): Promise<void> {
+    const root = join(this.lxcpath, SPARE_DIR)
+    for (const point of await mountsUnder(root)) await unmountAll(this.#runner, point)
+    await rm(root, { recursive: true, force: true })
   }
 
   /** Files the container gets at create: written through the overlay, so they land in the upper layer. */
@@ -400,22 +624,23 @@ export class LxcRuntime implements ContainerRuntime {
       if ((error as NodeJS.ErrnoException).code === 'ENOENT') return []
       throw error
     }
+    const found: Array<{ name: string; record: ContainerRecord }> = []
+    for (const name of names) {
+      const record = await this.#record(name).catch(() => null)
+      if (record !== null) found.push({ name, record })
+    }
+    // With no container there is nothing to ask LXC (lxc-ls costs a process start).
+    if (found.length === 0) return []
     const running = await this.#runner.run('lxc-ls', ['-P', this.lxcpath, '--running', '-1'], {
       timeoutMs: LXC_COMMAND_TIMEOUT_MS,
     })
     const runningNames = new Set(running.stdout.split('\n').map((line) => line.trim()))
-    const infos: ContainerInfo[] = []
-    for (const name of names) {
-      const record = await this.#record(name).catch(() => null)
-      if (record === null) continue
-      infos.push({
-        name,
-        hostname: record.hostname,
-        imagePath: record.imagePath,
-        state: runningNames.has(name) ? 'running' : 'stopped',
-      })
-    }
-    return infos
+    return found.map(({ name, record }) => ({
+      name,
+      hostname: record.hostname,
+      imagePath: record.imagePath,
+      state: runningNames.has(name) ? 'running' : 'stopped',
+    }))
   }
 
   async #cgroupValue(name: string, key: string): Promise<string> {

@@ -4,8 +4,6 @@
 // --user U, as user U: the CLI and the portal use the same API, so they
 // enforce the same rules.
 
-import { randomBytes } from 'node:crypto'
-
 export interface ResourceOption {
   type: 'string' | 'boolean'
   value?: string
@@ -333,7 +331,9 @@ export const RESOURCE_COMMANDS: ResourceSpec[] = [
     },
     async run(ctx) {
       const generated = ctx.text('password') === undefined
-      const password = ctx.text('password') ?? randomBytes(12).toString('base64url')
+      // node:crypto is loaded here only: every other command would pay for loading it.
+      const password =
+        ctx.text('password') ?? process.getBuiltinModule('node:crypto').randomBytes(12).toString('base64url')
       const body: Record<string, string> = { name: ctx.args[0]!, password }
       if (ctx.text('role') !== undefined) body.role = ctx.text('role')!
       if (ctx.text('group') !== undefined) body.group = ctx.text('group')!

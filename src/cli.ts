@@ -8,12 +8,16 @@
 // runs before anything that needs Node 22+ (libp2p, the node itself) is
 // imported, which is done with dynamic import().
 
-import { spawn } from 'node:child_process'
-import { closeSync, existsSync, openSync, readFileSync, readSync, realpathSync, statSync } from 'node:fs'
 import { resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { parseArgs } from 'node:util'
 import { formatTable, RESOURCE_COMMANDS, ResourceUsageError } from './cli-resources.ts'
+
+// node:fs and node:util through process.getBuiltinModule, not `import`: an ES
+// import of a builtin evaluates all of its lazy exports (fs.promises, util's
+// TextDecoder and diff), CPU that every short CLI call would pay.
+const { closeSync, existsSync, openSync, readFileSync, readSync, realpathSync, statSync } =
+  process.getBuiltinModule('node:fs')
+const { parseArgs } = process.getBuiltinModule('node:util')
 
 export { formatTable }
 
@@ -887,6 +891,7 @@ async function startDetached(dataDir: string): Promise<{ id: string; pid: number
   const logFd = openSync(paths.log, 'a', 0o600)
   // Filled in by the child's events while this function polls.
   const outcome: { exit: string | null; error: Error | null } = { exit: null, error: null }
+  const { spawn } = process.getBuiltinModule('node:child_process')
   const child = spawn(process.execPath, [...process.execArgv, CLI_PATH, 'start', '--data-dir', dataDir], {
     detached: true,
     stdio: ['ignore', logFd, logFd],

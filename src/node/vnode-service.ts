@@ -18,6 +18,7 @@ import {
   ImageBuilder,
   ImageHashMismatchError,
   ImageStore,
+  LxcRuntime,
 } from '../../runtime/index.ts'
 import { HostAgent, type MeshSource } from '../agent/host-agent.ts'
 import type { ImageKind, Progress, VnodeExecResult } from '../api/api-backend.ts'
@@ -213,6 +214,8 @@ export class VnodeService {
       runner: this.runner,
     })
     this.images = new ImageStore({ dir: join(init.config.dataDir, 'images'), runner: this.runner })
+    // A prepared layer per recent kind of vnode: a create then skips mkfs and two mounts.
+    if (this.runtime instanceof LxcRuntime) this.runtime.keepSpares()
   }
 
   static async start(init: VnodeServiceInit): Promise<VnodeService> {
@@ -288,6 +291,8 @@ export class VnodeService {
   async stop(): Promise<void> {
     await this.agent?.stop()
     await this.transfer?.stop().catch(() => {})
+    // Containers keep running; the spare layers and their mounts go with the node.
+    if (this.runtime instanceof LxcRuntime) await this.runtime.close().catch(() => {})
   }
 
   /** Copies an image from the first of `hosts` that serves it; the store verifies its hash on import. */
