@@ -1,5 +1,6 @@
 // npm run bench:proxy [-- --duration-s 5 --rounds 5 --connections 64 --threads 1
-//                        --ws-count 300 --docklet-workers 1 --no-install --out bench/results/proxy.json]
+//                        --one-connection-s 3 --ws-count 300 --docklet-workers 1
+//                        --no-install --out bench/results/proxy.json]
 //
 // Requests/s and latency through the docklet proxy to an HTTP backend in a
 // vnode, side by side in one run with configurable-http-proxy (the proxy the
@@ -33,9 +34,19 @@
 // from other work on the machine hits them alike; figures are medians over
 // rounds, and the targets are judged on the median of each round's own
 // comparison (docklet against nginx and against direct in the same round),
-// which other work on the machine shifts far less than it shifts either. Each request carries the same Cookie header everywhere. Proxy CPU
-// per request: the CPU time of the proxy's processes (all threads) during a
-// run over the requests wrk completed. For docklet the event-loop delay of
+// which other work on the machine shifts far less than it shifts either.
+// Each request carries the same Cookie header everywhere. Proxy CPU per
+// request: the CPU time of the proxy's processes (all threads) during a run
+// over the requests wrk completed; for docklet also how often its proxy
+// threads were switched out per request (involuntary: preempted by another
+// runnable thread; voluntary: waiting for work).
+//
+// At --connections 64 every target runs the machine flat out, and wrk keeps
+// 64 requests in flight, so latency is about 64 / throughput: a proxy that
+// shares the two cores with wrk and the backend adds its own CPU time to
+// every request's queue. So each round also measures every target with one
+// connection for --one-connection-s (0: not at all): the latency a proxy
+// adds to a request when nothing queues. For docklet the event-loop delay of
 // the node's main thread under that load (monitorEventLoopDelay) is the
 // figure Raft's timers would see (and, during the direct run, the same
 // thread with no proxy load: what the machine's other work causes). WebSocket round trip: ws-rtt.ts sends
@@ -78,6 +89,7 @@ interface BenchOptions {
   connections: number
   threads: number
   wsCount: number
+  oneConnectionS: number
   dockletWorkers: number
   scaleVclusters: number
   install: boolean
@@ -133,6 +145,7 @@ function parseOptions(argv: string[]): BenchOptions {
       connections: { type: 'string', default: '64' },
       threads: { type: 'string', default: '1' },
       'ws-count': { type: 'string', default: '300' },
+      'one-connection-s': { type: 'string', default: '3' },
       'docklet-workers': { type: 'string', default: String(proxyWorkersDefault) },
       'scale-vclusters': { type: 'string', default: '1000' },
       'no-install': { type: 'boolean', default: false },
@@ -153,6 +166,7 @@ function parseOptions(argv: string[]): BenchOptions {
     connections: integer('connections', values.connections, 1, 4096),
     threads: integer('threads', values.threads, 1, 16),
     wsCount: integer('ws-count', values['ws-count'], 10, 100_000),
+    oneConnectionS: integer('one-connection-s', values['one-connection-s'], 0, 120),
     dockletWorkers: integer('docklet-workers', values['docklet-workers'], 1, 16),
     scaleVclusters: integer('scale-vclusters', values['scale-vclusters'], 1, 100_000),
     install: !values['no-install'],
@@ -604,14 +618,15 @@ async function wrk(
   target: Target,
   options: BenchOptions,
   durationS: number,
+  connections = options.connections,
 ): Promise<WrkResult> {
   const { host, port } = setup.urls[target]
   const result = await runIn(
     setup.hostNs,
     'wrk',
     [
-      `-t${options.threads}`,
-      `-c${options.connections}`,
+      `-t${Math.min(options.threads, connections)}`,
+      `-c${connections}`,
       `-d${durationS}s`,
       '--latency',
       '-H',
@@ -668,11 +683,18 @@ interface Samples {
   loopDelayP99Ms: number[]
   loopDelayMaxMs: number[]
   loopDelayP50Ms: number[]
+  /** With one connection. */
+  oneP50Ms: number[]
+  oneP99Ms: number[]
+  /** Times the proxy threads were switched out, per request. */
+  involuntarySwitchesPerRequest: number[]
+  voluntarySwitchesPerRequest: number[]
 }
 
 interface DelayReport {
   cpu_ms: number
   event_loop_delay_ms: { p50: number; p99: number; max: number; resolution_ms: number }
+  proxy_context_switches: { voluntary: number; involuntary: number }
 }
 
 async function measure(options: BenchOptions): Promise<void> {
@@ -708,6 +730,10 @@ async function measure(options: BenchOptions): Promise<void> {
           loopDelayP99Ms: [],
           loopDelayMaxMs: [],
           loopDelayP50Ms: [],
+          oneP50Ms: [],
+          oneP99Ms: [],
+          involuntarySwitchesPerRequest: [],
+          voluntarySwitchesPerRequest: [],
         } as Samples,
       ]),
     ) as Record<Target, Samples>
@@ -744,6 +770,12 @@ async function measure(options: BenchOptions): Promise<void> {
           s.loopDelayP99Ms.push(report.event_loop_delay_ms.p99)
           s.loopDelayMaxMs.push(report.event_loop_delay_ms.max)
           extra = `, ${target === 'direct' ? 'idle ' : ''}node main-thread event-loop delay p99 ${report.event_loop_delay_ms.p99} ms (max ${report.event_loop_delay_ms.max})`
+          if (target === 'docklet') {
+            const switches = report.proxy_context_switches
+            s.involuntarySwitchesPerRequest.push(switches.involuntary / result.requests)
+            s.voluntarySwitchesPerRequest.push(switches.voluntary / result.requests)
+            extra += `, proxy threads switched out ${(switches.involuntary / result.requests).toFixed(2)} (involuntary) + ${(switches.voluntary / result.requests).toFixed(2)} (voluntary) times per request`
+          }
         }
         log(
           `round ${r + 1}/${options.rounds} ${target}: ${result.rps.toFixed(0)} req/s, p50 ${result.p50Ms.toFixed(2)} ms, p99 ${result.p99Ms.toFixed(2)} ms` +
@@ -756,6 +788,16 @@ async function measure(options: BenchOptions): Promise<void> {
         samples[target].wsMs.push(ms)
         log(`round ${r + 1}/${options.rounds} ${target}: WebSocket echo median ${ms.toFixed(3)} ms`)
       }
+      if (options.oneConnectionS > 0)
+        for (const target of order) {
+          if (undo.stopping) throw new Error('interrupted')
+          const result = await wrk(setup, target, options, options.oneConnectionS, 1)
+          samples[target].oneP50Ms.push(result.p50Ms)
+          samples[target].oneP99Ms.push(result.p99Ms)
+          log(
+            `round ${r + 1}/${options.rounds} ${target} with one connection: ${result.rps.toFixed(0)} req/s, p50 ${result.p50Ms.toFixed(3)} ms, p99 ${result.p99Ms.toFixed(3)} ms`,
+          )
+        }
     }
     if (setup.docklet.child.exitCode !== null)
       throw new Error(`The docklet proxy exited: ${setup.docklet.output()}`)
@@ -776,6 +818,12 @@ async function measure(options: BenchOptions): Promise<void> {
         ws_rtt_ms: round(median(s.wsMs), 4),
         rps_rounds: s.rps.map((value) => round(value, 0)),
         p99_ms_rounds: s.p99Ms.map((value) => round(value, 3)),
+        ...(s.oneP99Ms.length === 0
+          ? {}
+          : {
+              one_connection_p50_ms: round(median(s.oneP50Ms), 3),
+              one_connection_p99_ms: round(median(s.oneP99Ms), 3),
+            }),
       }
       return target === 'direct' ? base : { ...base, cpu_us_per_req: round(median(s.cpuUsPerRequest), 1) }
     }
@@ -784,8 +832,16 @@ async function measure(options: BenchOptions): Promise<void> {
     const rpsRatio = paired((r) => samples.docklet.rps[r]! / samples.nginx.rps[r]!)
     const addedP99 = paired((r) => samples.docklet.p99Ms[r]! - samples.direct.p99Ms[r]!)
     const addedWs = round(median(samples.docklet.wsMs.map((ms, r) => ms - samples.direct.wsMs[r]!)), 4)
+    const addedOneP99 = round(
+      median(samples.docklet.oneP99Ms.map((ms, r) => ms - samples.direct.oneP99Ms[r]!)),
+      3,
+    )
     const docklet = {
       ...figure('docklet'),
+      proxy_switches_per_req: {
+        involuntary: round(median(samples.docklet.involuntarySwitchesPerRequest), 3),
+        voluntary: round(median(samples.docklet.voluntarySwitchesPerRequest), 3),
+      },
       workers: setup.info.workers,
       main_thread_event_loop_delay_ms: loopDelay(samples.docklet),
       // The same thread while the load went straight to the backend: the machine's own noise.
@@ -808,12 +864,15 @@ async function measure(options: BenchOptions): Promise<void> {
         added_p99_met: addedP99 < ADDED_P99_TARGET_MS,
         added_ws_rtt_ms: addedWs,
         added_ws_rtt_met: addedWs < ADDED_WS_TARGET_MS,
+        // Not a target of the issue: what the proxy adds when nothing queues (NaN when not measured).
+        added_p99_ms_one_connection: addedOneP99,
       },
       settings: {
         duration_s: options.durationS,
         warmup_s: options.warmupS,
         rounds: options.rounds,
         connections: options.connections,
+        one_connection_s: options.oneConnectionS,
         wrk_threads: options.threads,
         response_bytes: 1024,
         ws_messages: options.wsCount,
@@ -850,6 +909,12 @@ async function measure(options: BenchOptions): Promise<void> {
       ['docklet / nginx req/s', String(rpsRatio), `target >= ${RPS_RATIO_TARGET}`],
       ['docklet - direct p99 (ms)', String(addedP99), `target < ${ADDED_P99_TARGET_MS}`],
       ['docklet - direct ws echo (ms)', String(addedWs), `target < ${ADDED_WS_TARGET_MS}`],
+      ['docklet - direct p99 with one connection (ms)', String(addedOneP99)],
+      [
+        'docklet proxy threads switched out per request',
+        `involuntary ${docklet.proxy_switches_per_req.involuntary}`,
+        `voluntary ${docklet.proxy_switches_per_req.voluntary}`,
+      ],
       [
         'node main thread event-loop delay under load (ms)',
         `p99 ${docklet.main_thread_event_loop_delay_ms.p99}`,

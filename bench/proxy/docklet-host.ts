@@ -10,9 +10,11 @@
 // Prints one JSON line once the portal listens: {port, vnode_ip, gateway,
 // prefix, cookie, path, workers}. Then reads commands on stdin, one a line:
 // `mark` starts a measurement (event-loop delay of the main thread, the
-// process's CPU time, all threads), `report` prints it as one JSON line,
+// process's CPU time, all threads, and how often the proxy worker threads
+// were switched out), `report` prints it as one JSON line,
 // `stats` prints the workers' counters; end of input stops the process.
 
+import { readdirSync, readFileSync } from 'node:fs'
 import { monitorEventLoopDelay } from 'node:perf_hooks'
 import { createInterface } from 'node:readline'
 import { parseArgs } from 'node:util'
@@ -62,6 +64,29 @@ const delay = monitorEventLoopDelay({ resolution: DELAY_RESOLUTION_MS })
 let cpuAt = process.cpuUsage()
 let markedAt = performance.now()
 
+/** Context switches of this process's proxy worker threads so far (Linux /proc; zero elsewhere). */
+function proxySwitches(): { voluntary: number; involuntary: number } {
+  const total = { voluntary: 0, involuntary: 0 }
+  let tasks: string[] = []
+  try {
+    tasks = readdirSync('/proc/self/task')
+  } catch {
+    return total
+  }
+  for (const task of tasks) {
+    try {
+      if (!readFileSync(`/proc/self/task/${task}/comm`, 'utf8').startsWith('docklet-proxy')) continue
+      const status = readFileSync(`/proc/self/task/${task}/status`, 'utf8')
+      total.voluntary += Number(/^voluntary_ctxt_switches:\s+(\d+)/m.exec(status)?.[1] ?? 0)
+      total.involuntary += Number(/^nonvoluntary_ctxt_switches:\s+(\d+)/m.exec(status)?.[1] ?? 0)
+    } catch {
+      // The thread ended meanwhile.
+    }
+  }
+  return total
+}
+let switchesAt = proxySwitches()
+
 const round = (value: number, digits = 3) => Number(value.toFixed(digits))
 
 const lines = createInterface({ input: process.stdin })
@@ -73,9 +98,11 @@ lines.on('line', (line) => {
     delay.enable()
     cpuAt = process.cpuUsage()
     markedAt = performance.now()
+    switchesAt = proxySwitches()
     process.stdout.write('{"marked":true}\n')
   } else if (command === 'report') {
     const cpu = process.cpuUsage(cpuAt)
+    const switches = proxySwitches()
     process.stdout.write(
       `${JSON.stringify({
         wall_ms: round(performance.now() - markedAt, 1),
@@ -86,6 +113,10 @@ lines.on('line', (line) => {
           p99: round(Math.max(0, delay.percentile(99) / 1e6 - DELAY_RESOLUTION_MS)),
           max: round(Math.max(0, delay.max / 1e6 - DELAY_RESOLUTION_MS)),
           resolution_ms: DELAY_RESOLUTION_MS,
+        },
+        proxy_context_switches: {
+          voluntary: switches.voluntary - switchesAt.voluntary,
+          involuntary: switches.involuntary - switchesAt.involuntary,
         },
       })}\n`,
     )

@@ -50,6 +50,11 @@ export class SessionChecker {
   private readonly verified = new Map<string, SessionClaims>()
   private key = ''
 
+  /** Verified tokens remembered now (for tests). */
+  get remembered(): number {
+    return this.verified.size
+  }
+
   /** The user of the session in `cookieHeader`; throws a 401 ProxyError saying why there is none. */
   userOf(auth: AuthView, cookieHeader: string | undefined, nowMs: number): SessionUser {
     const token = sessionTokenOf(cookieHeader)

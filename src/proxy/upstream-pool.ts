@@ -9,9 +9,12 @@
 // A connection is reused only after a complete response that allowed it,
 // with the request body sent in full. Idle connections wait at most
 // upstreamIdleMs, at most upstreamIdlePerTargetMax per target and
-// upstreamIdleMax in all. A request without a body whose reused connection
-// fails before any byte of the answer is sent again once on a fresh
-// connection (the upstream may have closed it just as it was picked).
+// upstreamIdleMax in all. Their idle time is enforced by one sweep timer for
+// the whole pool, not by a socket timeout set and cleared around every
+// exchange (each of those allocates a timer and a bound function). A
+// request without a body whose reused connection fails before any byte of
+// the answer is sent again once on a fresh connection (the upstream may
+// have closed it just as it was picked).
 // Streaming both ways keeps backpressure: the socket pauses while the
 // client's response is full and the request pauses while the socket is.
 
@@ -85,6 +88,8 @@ export class UpstreamPool {
   private readonly busy = new Set<UpstreamConnection<unknown>>()
   private idleCount = 0
   private closed = false
+  /** The sweep that closes connections idle for idleMs (null while none is due). */
+  private sweepTimer: NodeJS.Timeout | null = null
 
   constructor(init: UpstreamPoolInit) {
     this.connectTimeoutMs = init.connectTimeoutMs
@@ -118,6 +123,8 @@ export class UpstreamPool {
     for (const list of this.idle.values()) for (const connection of list) connection.socket.destroy()
     this.idle.clear()
     this.idleCount = 0
+    if (this.sweepTimer !== null) clearTimeout(this.sweepTimer)
+    this.sweepTimer = null
     for (const connection of this.busy) connection.socket.destroy()
     this.busy.clear()
   }
@@ -142,7 +149,6 @@ export class UpstreamPool {
       this.idleCount -= 1
       // Closed while idle, its close event not yet seen: never hand it out.
       if (connection.socket.destroyed) continue
-      connection.socket.setTimeout(0)
       this.busy.add(connection)
       return connection
     }
@@ -165,9 +171,10 @@ export class UpstreamPool {
       socket.destroy()
       return
     }
+    connection.idleSinceMs = performance.now()
     list.push(connection)
     this.idleCount += 1
-    socket.setTimeout(this.idleMs)
+    if (this.sweepTimer === null) this.scheduleSweep(this.idleMs)
   }
 
   /** Called by a connection that closed (idle or not). */
@@ -180,11 +187,36 @@ export class UpstreamPool {
     this.idleCount -= 1
     if (list!.length === 0) this.idle.delete(connection.key)
   }
+
+  private scheduleSweep(delayMs: number): void {
+    this.sweepTimer = setTimeout(this.sweep, delayMs)
+    // An idle upstream connection must not keep the worker alive.
+    this.sweepTimer.unref()
+  }
+
+  /** Closes the connections idle for idleMs; runs again when the next one will be. */
+  private readonly sweep = (): void => {
+    this.sweepTimer = null
+    const now = performance.now()
+    let next = Number.POSITIVE_INFINITY
+    for (const [key, list] of this.idle) {
+      // Each list is a stack: the longest idle are at its bottom.
+      let expired = 0
+      while (expired < list.length && now - list[expired]!.idleSinceMs >= this.idleMs) expired++
+      for (const connection of list.splice(0, expired)) connection.socket.destroy()
+      this.idleCount -= expired
+      if (list.length === 0) this.idle.delete(key)
+      else next = Math.min(next, list[0]!.idleSinceMs + this.idleMs)
+    }
+    if (next !== Number.POSITIVE_INFINITY) this.scheduleSweep(Math.max(1, next - now))
+  }
 }
 
 export class UpstreamConnection<Context> implements ResponseSink {
   readonly socket: Socket
   readonly key: string
+  /** When it last went idle in the pool (performance.now(): monotonic, and cheaper than Date.now()). */
+  idleSinceMs = 0
   private readonly pool: UpstreamPool
   private readonly reader = new ResponseReader()
   private connected = false
@@ -212,7 +244,6 @@ export class UpstreamConnection<Context> implements ResponseSink {
     socket.on('data', this.onData)
     socket.on('error', this.onError)
     socket.on('close', this.onClose)
-    socket.on('timeout', this.onTimeout)
     socket.on('drain', this.onSocketDrain)
     this.connectTimer = setTimeout(this.onConnectTimeout, pool.connectTimeoutMs)
   }
@@ -316,11 +347,6 @@ export class UpstreamConnection<Context> implements ResponseSink {
       else this.fail(new UpstreamClosedError())
     }
     this.pool.gone(this as UpstreamConnection<unknown>)
-  }
-
-  private readonly onTimeout = (): void => {
-    // Only idle connections have a timeout.
-    if (this.response === null) this.socket.destroy()
   }
 
   private readonly onSocketDrain = (): void => {

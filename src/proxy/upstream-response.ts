@@ -60,33 +60,71 @@ export interface ResponseHead {
   keepAlive: boolean
 }
 
-/** Parses one response head (without its final CRLFCRLF); throws UpstreamProtocolError. */
+/** The status line's reason phrase may hold anything but line breaks. */
+const LINE_BREAK = /[\r\n]/
+const DIGITS = /^\d{1,15}$/
+
+/** Whether `text` holds a decimal digit at `at`. */
+function digitAt(text: string, at: number): boolean {
+  const code = text.charCodeAt(at)
+  return code >= 48 && code <= 57
+}
+
+/**
+ * Parses one response head (without its final CRLFCRLF); throws
+ * UpstreamProtocolError. Every response passes through here, so it walks the
+ * text with indexOf instead of splitting it and matching the status line
+ * with a regular expression: only the header names and values it hands on
+ * are new strings.
+ */
 export function parseResponseHead(text: string, requestMethod: string): ResponseHead {
-  const lines = text.split('\r\n')
-  const statusLine = lines[0]!
-  const match = /^HTTP\/1\.([01]) ([1-9]\d\d)(?: ([^\r\n]*))?$/.exec(statusLine)
-  if (match === null)
-    throw new UpstreamProtocolError(`a malformed status line: ${JSON.stringify(statusLine.slice(0, 80))}`)
-  const http10 = match[1] === '0'
-  const status = Number(match[2])
+  let lineEnd = text.indexOf('\r\n')
+  if (lineEnd < 0) lineEnd = text.length
+  // HTTP/1.x NNN[ reason]
+  const minor = text.charCodeAt(7)
+  if (
+    lineEnd < 12 ||
+    !text.startsWith('HTTP/1.', 0) ||
+    (minor !== 48 && minor !== 49) ||
+    text.charCodeAt(8) !== 32 ||
+    text.charCodeAt(9) < 49 ||
+    !digitAt(text, 9) ||
+    !digitAt(text, 10) ||
+    !digitAt(text, 11) ||
+    (lineEnd > 12 && text.charCodeAt(12) !== 32) ||
+    (lineEnd > 13 && LINE_BREAK.test(text.slice(13, lineEnd)))
+  )
+    throw new UpstreamProtocolError(
+      `a malformed status line: ${JSON.stringify(text.slice(0, Math.min(lineEnd, 80)))}`,
+    )
+  const http10 = minor === 48
+  const status =
+    (text.charCodeAt(9) - 48) * 100 + (text.charCodeAt(10) - 48) * 10 + (text.charCodeAt(11) - 48)
+  const statusMessage = lineEnd > 13 ? text.slice(13, lineEnd) : ''
   const headers: string[] = []
   let length = -1
   let chunked = false
   let transferEncoding = false
   let keepAlive = !http10
   let listed: string[] | null = null
-  for (let i = 1; i < lines.length; i++) {
-    const line = lines[i]!
-    const colon = line.indexOf(':')
-    if (colon <= 0)
-      throw new UpstreamProtocolError(`a malformed header line: ${JSON.stringify(line.slice(0, 80))}`)
-    const name = line.slice(0, colon)
+  let from = lineEnd + 2
+  while (from <= text.length && lineEnd < text.length) {
+    let end = text.indexOf('\r\n', from)
+    if (end < 0) end = text.length
+    lineEnd = end
+    const colon = text.indexOf(':', from)
+    if (colon <= from || colon >= end)
+      throw new UpstreamProtocolError(
+        `a malformed header line: ${JSON.stringify(text.slice(from, Math.min(end, from + 80)))}`,
+      )
+    const name = text.slice(from, colon)
+    from = end + 2
     if (!TOKEN.test(name))
       throw new UpstreamProtocolError(`a malformed header name: ${JSON.stringify(name.slice(0, 80))}`)
-    const value = line.slice(colon + 1).trim()
+    const value = text.slice(colon + 1, end).trim()
     const lower = name.toLowerCase()
     if (lower === 'content-length') {
-      if (!/^\d{1,15}$/.test(value))
+      if (!DIGITS.test(value))
         throw new UpstreamProtocolError(`a malformed Content-Length: ${JSON.stringify(value.slice(0, 40))}`)
       const parsed = Number(value)
       if (length >= 0 && parsed !== length)
@@ -122,7 +160,7 @@ export function parseResponseHead(text: string, requestMethod: string): Response
   if (framing === 'close') keepAlive = false
   return {
     status,
-    statusMessage: match[3] ?? '',
+    statusMessage,
     headers,
     framing,
     length: framing === 'length' ? length : 0,

@@ -170,6 +170,27 @@ describe('refusals', () => {
       expect(refused(text), JSON.stringify(text)).toThrow(UpstreamProtocolError)
   })
 
+  it('reads the status line exactly: three digits, an optional reason without line breaks', () => {
+    expect(parseResponseHead('HTTP/1.1 200', 'GET')).toMatchObject({ status: 200, statusMessage: '' })
+    expect(parseResponseHead('HTTP/1.1 404 ', 'GET')).toMatchObject({ status: 404, statusMessage: '' })
+    expect(parseResponseHead('HTTP/1.0 599 Odd: reason', 'GET')).toMatchObject({
+      status: 599,
+      statusMessage: 'Odd: reason',
+      keepAlive: false,
+    })
+    for (const line of [
+      'HTTP/1.1 2000 OK',
+      'HTTP/1.1 099 Low',
+      'HTTP/1.1 20x OK',
+      'HTTP/1.2 200 OK',
+      'HTTP/1.1  200 OK',
+    ])
+      expect(() => parseResponseHead(line, 'GET'), line).toThrow(/status line/)
+    for (const line of ['HTTP/1.1 200 O\rK', 'HTTP/1.1 200 O\nK: v'])
+      expect(() => parseResponseHead(line, 'GET'), JSON.stringify(line)).toThrow(/status line/)
+    expect(() => parseResponseHead('HTTP/1.1 200 OK\r\nA: 1\r\n', 'GET')).toThrow(/header line/)
+  })
+
   it('refuses ambiguous framing: two lengths that disagree, a length beside Transfer-Encoding', () => {
     expect(refused('HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n')).toThrow(
       /two different/,
