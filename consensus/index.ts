@@ -32,7 +32,7 @@ export { MemoryLogStorage } from './memory-storage.ts'
 export { type CoreStatus, type ProgressStatus, RaftCore } from './raft-core.ts'
 export { type NodeStatus, type RaftEvent, RaftNode, type RaftNodeInit } from './raft-node.ts'
 export type { StateMachine } from './state-machine.ts'
-export type { FrameTransport } from './transport.ts'
+export type { FrameTransport, SendOptions } from './transport.ts'
 export {
   type ConfChange,
   type ConfChangeItem,

@@ -19,7 +19,7 @@ import { NotLeaderError, ProposalDroppedError, RaftError, StoppedError, TimeoutE
 import { emptyConfState } from './membership.ts'
 import { type CoreStatus, RaftCore } from './raft-core.ts'
 import type { StateMachine } from './state-machine.ts'
-import type { FrameTransport } from './transport.ts'
+import type { FrameTransport, SendOptions } from './transport.ts'
 import {
   type ConfChange,
   ConfChangeTransition,
@@ -87,6 +87,8 @@ interface PendingRead {
 }
 
 const NO_INDEX = -1
+/** Frames nothing waits for (see deferrable()): the transport may write them after the client is answered. */
+const DEFERRABLE: SendOptions = { deferrable: true }
 /** A read context: the incarnation's nonce, then the read counter (two float64). */
 const READ_CONTEXT_BYTES = 16
 
@@ -382,10 +384,7 @@ export class RaftNode<R = unknown> {
       queueMicrotask(() => {
         this.processLoop()
           .catch((error: unknown) => this.fail(error as Error))
-          .finally(() => {
-            this.processing = false
-            resolve()
-          })
+          .finally(resolve)
       })
     })
   }
@@ -413,17 +412,25 @@ export class RaftNode<R = unknown> {
   }
 
   private async processLoop(): Promise<void> {
-    do {
-      this.processAgain = false
-      if (this.stopped) return
-      this.flushProposals()
-      while (this.core.hasReady()) {
-        const ready = this.core.ready()
-        await this.handleReady(ready)
+    try {
+      do {
+        this.processAgain = false
         if (this.stopped) return
         this.flushProposals()
-      }
-    } while (this.processAgain)
+        while (this.core.hasReady()) {
+          const ready = this.core.ready()
+          await this.handleReady(ready)
+          if (this.stopped) return
+          this.flushProposals()
+        }
+      } while (this.processAgain)
+    } finally {
+      // In the same synchronous step as the last look at processAgain: a
+      // schedule() between the two (a frame or proposal arriving from a
+      // microtask) would otherwise set processAgain after the loop stopped
+      // reading it, and wait for the next tick.
+      this.processing = false
+    }
   }
 
   private async handleReady(ready: Ready): Promise<void> {
@@ -488,7 +495,11 @@ export class RaftNode<R = unknown> {
         message.type === MessageType.Heartbeat ||
         message.type === MessageType.Snapshot
       if (early !== null && replication !== early) continue
-      const sent = this.transport.send(message.to, encodeMessage(message))
+      const sent = this.transport.send(
+        message.to,
+        encodeMessage(message),
+        deferrable(message) ? DEFERRABLE : undefined,
+      )
       if (!sent) this.onEvent({ type: 'send-dropped', to: message.to, messageType: message.type })
     }
   }
@@ -649,5 +660,24 @@ export class RaftNode<R = unknown> {
     this.stopTicker = null
     this.snapshotAbort.abort()
     this.failAll(error)
+  }
+}
+
+/**
+ * Messages no one is waiting on: an append that carries no entries (it tells
+ * followers the new commit index, which only their own apply needs) and
+ * heartbeats and their answers that confirm no read. At the leader the first
+ * kind leaves in the same Ready that applies the entries it commits; written
+ * first, it would hold up the answers to the clients who proposed them.
+ */
+function deferrable(message: Message): boolean {
+  switch (message.type) {
+    case MessageType.Append:
+      return message.entries.length === 0
+    case MessageType.Heartbeat:
+    case MessageType.HeartbeatResponse:
+      return message.context.length === 0
+    default:
+      return false
   }
 }

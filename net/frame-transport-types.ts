@@ -6,10 +6,20 @@
 import { NetConfigError } from './errors.ts'
 import { FRAME_BYTES_LIMIT } from './frame-codec.ts'
 
+export interface SendOptions {
+  /**
+   * Nothing waits for this frame: it may leave at the end of the current turn
+   * of the event loop rather than right after the caller's synchronous work,
+   * so writing it does not delay what the caller does next. It still leaves
+   * after every frame sent to the same peer before it.
+   */
+  deferrable?: boolean
+}
+
 /** What consensus/transport.ts expects (same shape). */
 export interface FrameTransport {
   /** Queues one frame for `to`; false when it was dropped. The caller must not modify `frame` afterwards. */
-  send(to: string, frame: Uint8Array): boolean
+  send(to: string, frame: Uint8Array, options?: SendOptions): boolean
   /** Installs the single receiver of frames from peers. */
   onFrame(handler: (from: string, frame: Uint8Array) => void): void
 }

@@ -155,6 +155,23 @@ export function frameTransportConformance(name: string, makeHarness: () => Trans
       expect(outOfOrder).toBe(-1)
     })
 
+    it('delivers deferrable frames in order with the frames around them, also when only deferrable ones wait', async () => {
+      const a = await harness.createPeer()
+      const b = await harness.createPeer()
+      connectAll(a, b)
+      const received = collect(b)
+      a.transport.send(b.id, makeFrame(0, 8))
+      await waitFor('the first frame', () => received.length === 1)
+      // Mixed (every third frame not deferrable), then a tail of deferrable frames only.
+      const count = 1_000
+      for (let seq = 1; seq <= count; seq++) {
+        const deferrable = seq % 3 !== 0 || seq > count - 10
+        expect(a.transport.send(b.id, makeFrame(seq, 300), { deferrable })).toBe(true)
+      }
+      await waitFor('1,000 frames', () => received.length >= count + 1)
+      expect(received.findIndex((r, i) => seqOf(r.frame) !== i)).toBe(-1)
+    })
+
     it('carries traffic in both directions at once', async () => {
       const a = await harness.createPeer()
       const b = await harness.createPeer()
