@@ -14,7 +14,8 @@
 import { hopHeader } from './hop-token.ts'
 import { actAsHeader, csrfCookie, csrfHeader, sessionCookie } from './portal-names.ts'
 
-const HOP_BY_HOP: ReadonlySet<string> = new Set([
+/** Headers of one connection, never forwarded either way (RFC 9110 §7.6.1). */
+export const HOP_BY_HOP: ReadonlySet<string> = new Set([
   'connection',
   'keep-alive',
   'proxy-connection',

@@ -16,24 +16,14 @@
 // hop-by-hop ones (and those the Connection header names); the body is
 // handed on as it is decoded, and Node frames it again for the client.
 
+import { HOP_BY_HOP } from './forward-headers.ts'
+
 /** Longest response head accepted (Node's own limit for requests is 16 KiB). */
 export const responseHeadBytesMax = 64 * 1024
 /** Longest chunk-size line or trailer line. */
 export const chunkLineBytesMax = 4 * 1024
 /** Most trailer lines after a chunked body (they are dropped). */
 export const trailerLinesMax = 64
-
-const HOP_BY_HOP: ReadonlySet<string> = new Set([
-  'connection',
-  'keep-alive',
-  'proxy-connection',
-  'proxy-authenticate',
-  'proxy-authorization',
-  'te',
-  'trailer',
-  'transfer-encoding',
-  'upgrade',
-])
 
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/
 const CRLF_CRLF = Buffer.from('\r\n\r\n')
