@@ -54,79 +54,24 @@ export function callControl<T>(socketPath: string, req: ControlRequest): Promise
         createConnection: () => connect({ path: socketPath, timeout: timeoutMs }),
       },
       (res) => {
-        const chunks: Buffer[] = []
-        let size = 0
-        res.on('data', (chunk: Buffer) => {
-          size += chunk.length
-          if (size > 64 * 1024 * 1024) {
-            res.destroy(new Error('the answer is larger than 64 MiB'))
-            return
-          }
-          chunks.push(chunk)
-        })
-        res.on('end', () => {
-          const text = Buffer.concat(chunks).toString('utf8')
-          let body: unknown
-          try {
-            body = text === '' ? {} : JSON.parse(text)
-          } catch {
-            reject(
-              new ControlError(
-                'ERR_BAD_RESPONSE',
-                `The node answered with something that is not JSON: ${text.slice(0, 200)}`,
-                res.statusCode ?? 0,
-              ),
-            )
-            return
-          }
+        readJson(res).then((body) => {
           const status = res.statusCode ?? 0
-          if (status >= 400) {
-            const error = (body as { error?: { code?: string; message?: string } }).error
-            reject(
-              new ControlError(
-                error?.code ?? 'ERR_INTERNAL',
-                error?.message ?? `The node answered ${status}.`,
-                status,
-              ),
-            )
-            return
-          }
-          resolve(body as T)
-        })
-        res.on('error', reject)
+          if (status >= 400) reject(refusal(status, body))
+          else resolve(body as T)
+        }, reject)
       },
     )
     r.on('timeout', () =>
       r.destroy(new ControlError('ERR_TIMEOUT', `The node did not answer within ${timeoutMs} ms.`, 0)),
     )
-    r.on('error', (error: NodeJS.ErrnoException) => {
-      if (error instanceof ControlError) reject(error)
-      else if (error.code === 'ENOENT' || error.code === 'ECONNREFUSED') {
-        reject(
-          new ControlError(
-            'ERR_NODE_NOT_RUNNING',
-            `No docklet node is running on ${socketPath}. Start it with \`docklet start\` (or \`systemctl start docklet\`).`,
-            0,
-          ),
-        )
-      } else if (error.code === 'EACCES') {
-        reject(
-          new ControlError(
-            'ERR_PERMISSION',
-            `Permission denied on ${socketPath}: the docklet CLI must run as root.`,
-            0,
-          ),
-        )
-      } else
-        reject(new ControlError('ERR_CONTROL', `Cannot reach the node on ${socketPath}: ${error.message}`, 0))
-    })
+    r.on('error', (error: NodeJS.ErrnoException) => reject(connectionError(error, socketPath)))
     if (payload !== undefined) r.write(payload)
     r.end()
   })
 }
 
 /** A JSON answer (an error, or what an upload returns) is read into memory up to this size. */
-export const CONTROL_JSON_BYTES_MAX = 16 * 1024 * 1024
+export const CONTROL_JSON_BYTES_MAX = 64 * 1024 * 1024
 /** How long a broken upload waits for the node's answer, which says why it stopped reading. */
 const ANSWER_GRACE_MS = 2_000
 
@@ -170,6 +115,17 @@ function connectionError(error: NodeJS.ErrnoException, socketPath: string): Cont
   return new ControlError('ERR_CONTROL', `Cannot reach the node on ${socketPath}: ${error.message}`, 0)
 }
 
+/** The node's `{error: {code, message}}` answer as a ControlError. */
+function refusal(status: number, body: unknown): ControlError {
+  const error = (body as { error?: { code?: string; message?: string } }).error
+  return new ControlError(
+    error?.code ?? 'ERR_INTERNAL',
+    error?.message ?? `The node answered ${status}.`,
+    status,
+  )
+}
+
+/** Reads a JSON answer of at most CONTROL_JSON_BYTES_MAX; an empty answer is `{}`. */
 function readJson(res: IncomingMessage): Promise<unknown> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = []
@@ -245,16 +201,8 @@ export function callControlStream<T>(
         const json = /^application\/json\b/.test(String(res.headers['content-type'] ?? ''))
         if (status >= 400 || json || req.responseFile === undefined) {
           readJson(res).then((body) => {
-            if (status >= 400) {
-              const error = (body as { error?: { code?: string; message?: string } }).error
-              fail(
-                new ControlError(
-                  error?.code ?? 'ERR_INTERNAL',
-                  error?.message ?? `The node answered ${status}.`,
-                  status,
-                ),
-              )
-            } else if (!settled) {
+            if (status >= 400) fail(refusal(status, body))
+            else if (!settled) {
               settled = true
               resolve({ status, json: body as T, bytes: 0 })
             }
