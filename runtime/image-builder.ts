@@ -28,7 +28,7 @@ import { join } from 'node:path'
 import type { CommandRunner } from './command-runner.ts'
 import type { ContainerFile } from './container-runtime.ts'
 import { ImageBuildError, InvalidSpecError, PrerequisiteMissingError } from './errors.ts'
-import type { ImageManifest, ImageStore } from './image-store.ts'
+import { type ImageManifest, type ImageStore, removeSshHostKeys } from './image-store.ts'
 import { MOUNT_TIMEOUT_MS, unmountAll } from './mounts.ts'
 import { Revert } from './revert.ts'
 
@@ -597,9 +597,7 @@ export class ImageBuilder {
     await rm(join(root, 'var/cache/debconf/config.dat-old'), { force: true })
     await rm(join(root, 'var/cache/debconf/templates.dat-old'), { force: true })
     // Every container would otherwise share the host keys; rcS makes a container's own.
-    for (const name of await readdir(join(root, 'etc/ssh')).catch(() => [] as string[])) {
-      if (name.startsWith('ssh_host_')) await rm(join(root, 'etc/ssh', name), { force: true })
-    }
+    await removeSshHostKeys(root)
     // What debootstrap installed before the dpkg excludes were in place.
     await this.#runner.run(
       'find',

@@ -64,6 +64,14 @@ function assertImageName(name: string): void {
   }
 }
 
+/** Removes /etc/ssh/ssh_host_* from a tree, so that the vnodes of an image do not share host keys. */
+export async function removeSshHostKeys(root: string): Promise<void> {
+  const dir = join(root, 'etc/ssh')
+  for (const name of await readdir(dir).catch(() => [] as string[])) {
+    if (name.startsWith('ssh_host_')) await rm(join(dir, name), { force: true })
+  }
+}
+
 export class ImageStore {
   readonly dir: string
   readonly #runner: CommandRunner
@@ -190,6 +198,8 @@ export class ImageStore {
    * kernel does the merging: the upper and the parent are mounted as the two
    * lower layers of a read-only overlay, and the merged view is copied. Save
    * from a stopped container: the upper must not change during the copy.
+   * The vnode's SSH host keys stay with the vnode: every vnode made from the
+   * image makes its own at boot (the image's rcS), as after a build.
    */
   async saveUpper(upperDir: string, parentHash: string, name: string): Promise<ImageManifest> {
     assertImageName(name)
@@ -214,6 +224,7 @@ export class ImageStore {
         timeoutMs: COPY_TIMEOUT_MS,
       })
       await unmountAll(this.#runner, merged)
+      await removeSshHostKeys(tree)
       const manifest = await this.commitTree(tree, { name, parent: parentHash })
       await rm(staging, { recursive: true, force: true })
       revert.success()

@@ -4,7 +4,8 @@
 // tar's exact size) and refuses bytes that do not match the expected hash
 // (leaving nothing); saveUpper flattens an upper
 // layer the kernel wrote (a whiteout for a deleted file, an opaque dir for a
-// dir deleted and re-created) onto its parent. Needs root (chroot, mounts);
+// dir deleted and re-created) onto its parent, leaving out the vnode's SSH
+// host keys. Needs root (chroot, mounts);
 // all under a temp dir removed in afterAll.
 
 import { execFileSync } from 'node:child_process'
@@ -113,6 +114,8 @@ describe.skipIf(verdict.skip)('ImageStore', () => {
     const parentTree = await makeTree(store, {
       'etc/keep': 'keep',
       'etc/gone': 'gone',
+      'etc/ssh/sshd_config': 'PermitRootLogin no',
+      'etc/ssh/ssh_host_rsa_key': 'the parent has none after a build; a hand-made tree may',
       'data/old1': 'old',
       'data/old2': 'old',
     })
@@ -135,6 +138,9 @@ describe.skipIf(verdict.skip)('ImageStore', () => {
       await mkdir(join(merged, 'data'))
       await writeFile(join(merged, 'data/new'), 'new')
       await writeFile(join(merged, 'etc/keep'), 'changed')
+      // What a booted vnode's rcS writes: its own host keys.
+      await writeFile(join(merged, 'etc/ssh/ssh_host_ed25519_key'), 'private key of this vnode')
+      await writeFile(join(merged, 'etc/ssh/ssh_host_ed25519_key.pub'), 'public key of this vnode')
     } finally {
       await unmountAll(runner, merged)
     }
@@ -144,6 +150,8 @@ describe.skipIf(verdict.skip)('ImageStore', () => {
     expect(await readFile(join(tree, 'etc/keep'), 'utf8')).toBe('changed')
     expect(existsSync(join(tree, 'etc/gone'))).toBe(false)
     expect((await readdir(join(tree, 'data'))).sort()).toEqual(['new'])
+    // The vnode's SSH host keys are not handed to every vnode of the new image; the config stays.
+    expect(await readdir(join(tree, 'etc/ssh'))).toEqual(['sshd_config'])
     await store.verify(saved.hash)
     expect(await mountsUnder(root)).toEqual([])
   })
