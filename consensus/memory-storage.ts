@@ -39,6 +39,11 @@ export class MemoryLogStorage implements LogStorage {
     this.#apply(planCompact(this.#bounds, snapshot), snapshot, [])
   }
 
+  async loadSnapshot(): Promise<Snapshot | null> {
+    this.#assertOpen('loadSnapshot')
+    return this.#snapshot === null ? null : copySnapshot(this.#snapshot)
+  }
+
   async close(): Promise<void> {
     this.#closed = true
   }

@@ -154,6 +154,8 @@ export class RaftCore {
   /** ReadIndex requests that arrived before this leader committed an entry of its term. */
   private readonly readsBeforeFirstCommit: Message[] = []
   private assembly: SnapshotAssembly | null = null
+  /** Index of the snapshot whose data a follower needs and the driver should read back from storage (0: none). */
+  private snapshotWantedIndex = 0
 
   private prevSoftState: SoftState
   private prevHardState: HardState
@@ -293,6 +295,7 @@ export class RaftCore {
   tick(): void {
     if (this.role === Role.Leader) this.tickLeader()
     else this.tickElection()
+    this.maybeReleaseSnapshotData()
   }
 
   private tickElection(): void {
@@ -854,7 +857,11 @@ export class RaftCore {
 
   private startSnapshot(to: NodeId, pr: Progress): boolean {
     const snapshot = this.log.snapshot
-    if (snapshot === null) return false
+    if (snapshot === null) {
+      // Its data is only in storage: ask the driver for it (provideSnapshotData); the follower waits in probe.
+      if (this.log.snapshotMeta !== null) this.snapshotWantedIndex = this.log.snapshotMeta.index
+      return false
+    }
     pr.becomeSnapshot(snapshot)
     this.sendSnapshotChunks(to, pr)
     return true
@@ -1294,5 +1301,47 @@ export class RaftCore {
    */
   compact(snapshot: Snapshot, discardTo: number): void {
     this.log.compact(snapshot, discardTo)
+  }
+
+  // -------------------------------------------------- snapshot data in memory
+
+  /**
+   * Storage holds the snapshot at `index` and can read it back
+   * (LogStorage.loadSnapshot): if it is the latest, its data leaves memory as
+   * soon as no follower is being sent a snapshot, and is read back when one
+   * needs it. Until the driver says so, the data stays in memory.
+   */
+  snapshotPersisted(index: number): void {
+    if (this.log.markSnapshotDurable(index)) this.maybeReleaseSnapshotData()
+  }
+
+  /**
+   * Index of the snapshot a follower needs while its data is only in storage
+   * (0 if none), once: the driver reads it back and hands it to
+   * provideSnapshotData. If that fails, the next attempt to send it asks again.
+   */
+  takeSnapshotDataRequest(): number {
+    const index = this.snapshotWantedIndex
+    this.snapshotWantedIndex = 0
+    return index
+  }
+
+  /** The latest snapshot, read back from storage: followers that need it are sent it now. */
+  provideSnapshotData(snapshot: Snapshot): void {
+    // Not the latest any more (a newer one was taken meanwhile, and is in memory): nothing to do.
+    if (!this.log.attachSnapshotData(snapshot) || this.role !== Role.Leader) return
+    for (const [id, pr] of this.progress) {
+      if (id === this.id || pr.state !== ProgressState.Probe) continue
+      if (pr.next < this.log.firstIndex() || this.log.term(pr.next - 1) === undefined) this.sendAppend(id, pr)
+    }
+  }
+
+  /** Drops durable snapshot data from memory unless this leader is sending it to a follower. */
+  private maybeReleaseSnapshotData(): void {
+    if (this.log.snapshot === null || !this.log.snapshotDurable) return
+    if (this.role === Role.Leader) {
+      for (const pr of this.progress.values()) if (pr.state === ProgressState.Snapshot) return
+    }
+    this.log.releaseSnapshotData()
   }
 }

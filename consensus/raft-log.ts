@@ -3,15 +3,25 @@
 // be applied. Storage is the driver's business; this only tracks it.
 
 import { assert } from './errors.ts'
-import type { Entry, Snapshot } from './types.ts'
+import type { Entry, Snapshot, SnapshotMeta } from './types.ts'
 
 export class RaftLog {
   /** Index and term of the entry just before entries[0] (the compaction point). */
   private offsetIndex: number
   private offsetTerm: number
   private entries: Entry[]
-  /** The latest snapshot this node holds (from compaction, a leader, or disk). */
+  /** The latest snapshot this node holds (from compaction, a leader, or disk), data aside. */
+  snapshotMeta: SnapshotMeta | null
+  /**
+   * The latest snapshot with its data, while the data is in memory: from the
+   * moment it is taken or received until storage holds it (releaseSnapshotData),
+   * and again while the leader streams it to followers (attachSnapshotData).
+   * null otherwise: the data is as large as the state machine's state, and a
+   * copy kept only in case a follower falls behind doubled a node's memory.
+   */
   snapshot: Snapshot | null
+  /** Storage holds the latest snapshot, so its data may leave memory whenever no one streams it. */
+  snapshotDurable = false
   /** A snapshot received from the leader and not yet persisted and restored by the driver. */
   pendingSnapshot: Snapshot | null = null
   committed: number
@@ -22,6 +32,7 @@ export class RaftLog {
 
   constructor(snapshot: Snapshot | null, entries: Entry[], committed: number) {
     this.snapshot = snapshot
+    this.snapshotMeta = snapshot?.meta ?? null
     this.offsetIndex = snapshot?.meta.index ?? 0
     this.offsetTerm = snapshot?.meta.term ?? 0
     this.entries = entries
@@ -165,6 +176,8 @@ export class RaftLog {
     this.offsetTerm = snapshot.meta.term
     this.entries = []
     this.snapshot = snapshot
+    this.snapshotMeta = snapshot.meta
+    this.snapshotDurable = false
     this.pendingSnapshot = snapshot
     this.committed = snapshot.meta.index
     this.stableIndex = snapshot.meta.index
@@ -189,12 +202,39 @@ export class RaftLog {
       `snapshot at ${snapshot.meta.index} is beyond applied ${this.applied}`,
     )
     assert(discardTo <= snapshot.meta.index, 'compaction beyond the snapshot')
-    if (this.snapshot === null || snapshot.meta.index > this.snapshot.meta.index) this.snapshot = snapshot
+    if (this.snapshotMeta === null || snapshot.meta.index > this.snapshotMeta.index) {
+      this.snapshot = snapshot
+      this.snapshotMeta = snapshot.meta
+      this.snapshotDurable = false
+    }
     if (discardTo <= this.offsetIndex) return
     const term = this.term(discardTo)
     assert(term !== undefined, `no term for compaction index ${discardTo}`)
     this.entries = this.entries.slice(discardTo - this.offsetIndex)
     this.offsetIndex = discardTo
     this.offsetTerm = term
+  }
+
+  /**
+   * Storage holds the snapshot at `index`: if it is still the latest, its data
+   * may leave memory. Returns whether it was the latest.
+   */
+  markSnapshotDurable(index: number): boolean {
+    if (this.snapshotMeta?.index !== index) return false
+    this.snapshotDurable = true
+    return true
+  }
+
+  /** Drops the latest snapshot's data from memory; only once storage holds it (and it is not being installed). */
+  releaseSnapshotData(): void {
+    if (this.snapshotDurable && this.pendingSnapshot === null) this.snapshot = null
+  }
+
+  /** The latest snapshot's data, read back from storage. Returns false if it is not the latest any more. */
+  attachSnapshotData(snapshot: Snapshot): boolean {
+    const meta = this.snapshotMeta
+    if (meta === null || meta.index !== snapshot.meta.index || meta.term !== snapshot.meta.term) return false
+    if (this.snapshot === null) this.snapshot = { meta, data: snapshot.data }
+    return true
   }
 }

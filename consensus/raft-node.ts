@@ -132,6 +132,13 @@ export class RaftNode<R = unknown> {
   private newestSnapshotIndex: number
   /** The snapshot being built and written in the background (at most one); settles without rejecting. */
   private snapshotTask: Promise<void> | null = null
+  /**
+   * The storage can read a snapshot back (LogStorage.loadSnapshot), so the
+   * core keeps snapshot data in memory only while it is written or sent.
+   */
+  private readonly snapshotsReadBack: boolean
+  /** Reading the latest snapshot back for a follower that needs it (at most one at a time). */
+  private snapshotLoad: Promise<void> | null = null
   /** Aborted by stop(): tells the state machine to give up encoding. */
   private readonly snapshotAbort = new AbortController()
   /** The hard state last handed out by the core, and the one last written with sync. */
@@ -153,6 +160,9 @@ export class RaftNode<R = unknown> {
     this.onConfChange = init.onConfChange
     this.lastSnapshotIndex = snapshotIndex
     this.newestSnapshotIndex = snapshotIndex
+    this.snapshotsReadBack = init.storage.loadSnapshot !== undefined
+    // The state machine has restored the loaded snapshot: its data can go.
+    if (this.snapshotsReadBack && snapshotIndex > 0) core.snapshotPersisted(snapshotIndex)
     const status = core.status()
     this.hardState = { term: status.term, vote: status.vote, commit: status.commit }
     this.syncedHardState = this.hardState
@@ -206,6 +216,7 @@ export class RaftNode<R = unknown> {
     await this.loopDone
     // Once stop() returns, nothing of this node touches the storage any more.
     await this.snapshotTask
+    await this.snapshotLoad
     this.failAll(new StoppedError())
   }
 
@@ -395,7 +406,7 @@ export class RaftNode<R = unknown> {
     this.queue = []
     try {
       const { firstIndex, term } = this.core.propose(
-        batch.map((p) => ({ type: EntryType.Normal, data: p.data })),
+        packProposals(batch).map((data) => ({ type: EntryType.Normal, data })),
       )
       batch.forEach((p, i) => {
         this.pending.set(firstIndex + i, {
@@ -423,6 +434,7 @@ export class RaftNode<R = unknown> {
           if (this.stopped) return
           this.flushProposals()
         }
+        this.maybeLoadSnapshotData()
       } while (this.processAgain)
     } finally {
       // In the same synchronous step as the last look at processAgain: a
@@ -483,6 +495,8 @@ export class RaftNode<R = unknown> {
     }
     // 4. Advance.
     this.core.advance(ready)
+    if (ready.snapshot !== null && this.snapshotsReadBack)
+      this.core.snapshotPersisted(ready.snapshot.meta.index)
     this.completeReads()
     this.maybeSnapshot()
   }
@@ -587,12 +601,34 @@ export class RaftNode<R = unknown> {
     this.core.compact(snapshot, Math.max(0, meta.index - this.config.compactionKeepEntries))
     await this.storage.compact(snapshot)
     this.lastSnapshotIndex = Math.max(this.lastSnapshotIndex, meta.index)
+    if (this.snapshotsReadBack) this.core.snapshotPersisted(meta.index)
     this.onEvent({
       type: 'snapshot-taken',
       index: meta.index,
       bytes: data.length,
       encodeMs: encodedMs - startedMs,
       writeMs: this.clock.nowMs() - encodedMs,
+    })
+  }
+
+  /** A follower needs the latest snapshot and its data is only in storage: read it back for the core. */
+  private maybeLoadSnapshotData(): void {
+    if (this.snapshotLoad !== null || this.stopped || !this.snapshotsReadBack) return
+    const index = this.core.takeSnapshotDataRequest()
+    if (index === 0) return
+    const load = this.storage.loadSnapshot!().then(
+      (snapshot) => {
+        if (this.stopped || snapshot === null) return
+        this.core.provideSnapshotData(snapshot)
+        this.schedule()
+      },
+      (error: unknown) => {
+        // The core asks again the next time it tries to send it.
+        this.onEvent({ type: 'snapshot-load-failed', index, error: (error as Error).message })
+      },
+    )
+    this.snapshotLoad = load.finally(() => {
+      this.snapshotLoad = null
     })
   }
 
@@ -661,6 +697,30 @@ export class RaftNode<R = unknown> {
     this.snapshotAbort.abort()
     this.failAll(error)
   }
+}
+
+/**
+ * The batch's data copied into one buffer, one view per proposal. The log
+ * keeps entries until the next snapshot (tens of thousands of them under
+ * load); each with its own small ArrayBuffer cost a backing store, its
+ * bookkeeping and malloc slack per entry, about as much again as the few
+ * hundred bytes of a typical command, and left the native heap fragmented
+ * when the compaction freed them. Entries of one batch are compacted together, so the
+ * shared buffer lives no longer than they would. The copy also keeps the log
+ * independent of the caller's buffer.
+ */
+function packProposals(batch: readonly QueuedProposal[]): Uint8Array[] {
+  let bytes = 0
+  for (const p of batch) bytes += p.data.length
+  const packed = new Uint8Array(bytes)
+  const views: Uint8Array[] = []
+  let offset = 0
+  for (const p of batch) {
+    packed.set(p.data, offset)
+    views.push(packed.subarray(offset, offset + p.data.length))
+    offset += p.data.length
+  }
+  return views
 }
 
 /**

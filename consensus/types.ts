@@ -197,6 +197,13 @@ export interface LogStorage {
    * change once handed over.
    */
   compact(snapshot: Snapshot): Promise<void>
+  /**
+   * Reads the stored snapshot back (null if there is none), without waiting
+   * behind queued saves. With it, a node keeps snapshot data in memory only
+   * while it is being written or sent to a follower; a storage without it
+   * makes the node keep its latest snapshot's data in memory for good.
+   */
+  loadSnapshot?(): Promise<Snapshot | null>
   close(): Promise<void>
 }
 

@@ -169,9 +169,10 @@ export class DockletCluster implements BenchCluster {
 
   private spawn(member: DockletMember): void {
     // A small young generation (V8 defaults to 16 MiB semi-spaces) keeps a
-    // member's resident memory low at the cost of more, shorter scavenges;
-    // docklet nodes run with the same flag. DOCKLET_BENCH_NODE_ARGS adds
-    // flags (e.g. --cpu-prof when profiling).
+    // member's resident memory low at the cost of more, shorter scavenges.
+    // A docklet node (`docklet start`) runs with V8's defaults; the flag is
+    // reported with the results. DOCKLET_BENCH_NODE_ARGS adds flags (e.g.
+    // --cpu-prof when profiling).
     const nodeArgs = [
       ...MEMBER_NODE_FLAGS,
       ...(process.env.DOCKLET_BENCH_NODE_ARGS ?? '').split(' ').filter((a) => a !== ''),

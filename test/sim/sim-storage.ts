@@ -132,6 +132,9 @@ export class SimStorage implements DurableView {
         if (snapshot.meta.index <= this.projected.snapshotIndex) return
         return this.write(planCompact(this.projected, snapshot), { hardState: null, entries: [], snapshot })
       },
+      // What the simulated disk holds now, so the driver's snapshot read-back runs under the faults too.
+      loadSnapshot: async () =>
+        live() ? (this.snapshot === null ? null : copySnapshot(this.snapshot)) : never,
       close: async () => {},
     }
   }
