@@ -1,5 +1,11 @@
 // npm run bench:vnodes [-- --runs 10 --warmup 1 --vcluster-nodes 50 --vcluster-hosts 3
-//                         --only lxd,docklet,vcluster --no-install --out bench/results/vnodes.json]
+//                         --only lxd,docklet,vcluster --no-install --out bench/results/vnodes.json
+//                         --node-log-level debug --node-logs DIR]
+//
+// Only the vcluster figure: `--only vcluster --runs 1 --warmup 0` (the
+// plain-LXC baseline always runs, here once). --node-logs writes the tail of
+// each simulated host's node log to DIR/host-N.log after the vcluster run;
+// with --node-log-level debug it holds the host agent's per-vnode timings.
 //
 // How long a busybox vnode takes from "create" to running, side by side with
 // the same tree started by plain LXC and by LXD 5.0 on this machine:
@@ -38,6 +44,7 @@ import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { detectHostFeatures, ImageBuilder, ImageStore } from '../../runtime/index.ts'
+import type { NodeConfig } from '../../src/config.ts'
 import { ExecaCommandRunner } from '../../src/exec/command-runner.ts'
 import { missingLxcPrerequisites } from '../../test/runtime/prerequisites.ts'
 import { missingPrerequisite } from '../../test/support/netns-hosts.ts'
@@ -68,6 +75,9 @@ interface BenchOptions {
   parts: Set<Part>
   install: boolean
   outPath: string
+  nodeLogLevel: NodeConfig['logLevel']
+  /** Where the nodes' logs of the vcluster run go; null: nowhere. */
+  nodeLogsDir: string | null
 }
 
 /** A reason in the JSON is cut to this many characters (a vcluster's errors repeat per vnode). */
@@ -104,6 +114,8 @@ function parseOptions(argv: string[]): BenchOptions {
       only: { type: 'string', default: PARTS.join(',') },
       'no-install': { type: 'boolean', default: false },
       out: { type: 'string', default: defaultOut },
+      'node-log-level': { type: 'string', default: 'warn' },
+      'node-logs': { type: 'string' },
     },
   })
   const integer = (name: string, text: string, min: number, max: number): number => {
@@ -122,6 +134,11 @@ function parseOptions(argv: string[]): BenchOptions {
     }
     parts.add(word as Part)
   }
+  const levels: ReadonlyArray<NodeConfig['logLevel']> = ['trace', 'debug', 'info', 'warn', 'error', 'silent']
+  const nodeLogLevel = values['node-log-level'] as NodeConfig['logLevel']
+  if (!levels.includes(nodeLogLevel)) {
+    throw new Error(`--node-log-level takes one of ${levels.join(', ')}; got "${nodeLogLevel}".`)
+  }
   return {
     runs: integer('runs', values.runs, 1, 100),
     warmup: integer('warmup', values.warmup, 0, 10),
@@ -130,6 +147,8 @@ function parseOptions(argv: string[]): BenchOptions {
     parts,
     install: !values['no-install'],
     outPath: values.out,
+    nodeLogLevel,
+    nodeLogsDir: values['node-logs'] ?? null,
   }
 }
 
@@ -318,6 +337,7 @@ async function measure(options: BenchOptions): Promise<void> {
             teardown,
             runner,
             capacity: HOST_CAPACITY,
+            logLevel: options.nodeLogLevel,
           })
         }
         await prepareDocklet(setup, { vnodes: options.vclusterNodes })
@@ -334,6 +354,14 @@ async function measure(options: BenchOptions): Promise<void> {
         reasons.vcluster50_reason = (error as Error).message
         log(`docklet vcluster: ${reasons.vcluster50_reason}`)
       } finally {
+        if (setup !== null && options.nodeLogsDir !== null) {
+          const logsDir = options.nodeLogsDir
+          await mkdir(logsDir, { recursive: true })
+          const outputs = setup.nodeOutputs()
+          for (const [host, output] of outputs.entries())
+            await writeFile(join(logsDir, `host-${host}.log`), output)
+          log(`node logs of the vcluster run: ${outputs.length} file(s) in ${logsDir}`)
+        }
         await setup?.stop().catch((error: unknown) => log(`stopping docklet: ${(error as Error).message}`))
       }
     } else reasons.vcluster50_reason = 'not measured (--only)'

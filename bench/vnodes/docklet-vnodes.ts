@@ -8,7 +8,10 @@
 // spare layer for the kind of vnode it made last (LxcRuntime.keepSpares)
 // when idle, which must not overlap the next run of a peer. So the runs after
 // the warm-up measure a create that finds a spare ready, as a host that
-// creates vnodes of one kind again and again does.
+// creates vnodes of one kind again and again does. Likewise with several
+// hosts: the image is built on one, and the runs start once every host has
+// copied it (hosts copy public images in the background), unless that takes
+// more than a minute.
 //
 // Where the node runs is a DockletSetup, so the measuring functions do not
 // care: startSingleHostDocklet (one `docklet init --detach` on this machine,
@@ -40,6 +43,8 @@ export const CREATE_WAIT_S = 600
 export const SETTLE_GIVE_UP_MS = 120_000
 /** Then until the node has its spare layer ready; without one by then the bench goes on. */
 const SPARE_GIVE_UP_MS = 10_000
+/** Until every host holds the image; without that by then the bench goes on (first use fetches it). */
+const IMAGE_COPIES_GIVE_UP_MS = 60_000
 const SETTLE_POLL_MS = 100
 const NODE_STOP_GRACE_MS = 15_000
 const IMAGE_NAME = 'busybox'
@@ -76,6 +81,8 @@ export interface DockletSetup {
   settled(): Promise<void>
   /** Stops the nodes and removes everything they made; registered in the Teardown as well. */
   stop(): Promise<void>
+  /** The tail of each node's own output (its log), when the bench holds it; [] otherwise. */
+  nodeOutputs(): string[]
 }
 
 /** The CLI's last JSON line, or a DockletBenchError with what it said. */
@@ -126,6 +133,18 @@ export async function prepareDocklet(setup: DockletSetup, options: { vnodes: num
   const images = await dockletJson<Array<{ name: string }>>(setup, ['image', 'list'])
   if (!images.some((image) => image.name === IMAGE_NAME)) {
     await dockletJson(setup, ['image', 'build', IMAGE_NAME], { timeoutMs: 600_000 })
+  }
+  if (setup.hosts > 1) {
+    // Hosts copy public images in the background (HostAgent): a cluster that had the image for
+    // more than a moment has it everywhere, so the runs start once it has (as they wait for spares).
+    await waitUntil(
+      `the ${IMAGE_NAME} image to be copied to every host`,
+      async () => {
+        const listed = await dockletJson<Array<{ name: string; hosts?: string[] }>>(setup, ['image', 'list'])
+        return (listed.find((image) => image.name === IMAGE_NAME)?.hosts?.length ?? 0) >= setup.hosts
+      },
+      IMAGE_COPIES_GIVE_UP_MS,
+    ).catch(() => {})
   }
 }
 
@@ -342,6 +361,8 @@ export async function startSingleHostDocklet(init: {
       ).catch(() => {})
     },
     stop: () => stopStep.run(),
+    // A detached node's output goes nowhere the bench can read.
+    nodeOutputs: () => [],
   }
 }
 
@@ -355,11 +376,13 @@ export async function startNetnsDocklet(init: {
   teardown: Teardown
   runner: CommandRunner
   capacity: HostCapacity
+  /** The nodes' log level ('warn' by default); 'debug' adds the host agent's timings. */
+  logLevel?: NodeConfig['logLevel']
 }): Promise<DockletSetup> {
   const cluster = await NetnsCluster.create({
     hosts: init.hosts,
     runner: init.runner,
-    config: { runtime: 'lxc', logLevel: 'warn', ...init.capacity },
+    config: { runtime: 'lxc', logLevel: init.logLevel ?? 'warn', ...init.capacity },
   })
   const stopStep = init.teardown.add({
     label: 'tear down the simulated hosts of the docklet cluster',
@@ -392,5 +415,6 @@ export async function startNetnsDocklet(init: {
         SETTLE_GIVE_UP_MS,
       ),
     stop: () => stopStep.run(),
+    nodeOutputs: () => cluster.nodes.map((node) => node.process?.output() ?? ''),
   }
 }

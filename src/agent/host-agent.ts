@@ -6,7 +6,10 @@
 // would change anything first passes a read barrier through the leader, so a
 // replica still replaying its log after a restart never destroys a container
 // a newer command created. With no leader the agent changes nothing: what
-// runs keeps running.
+// runs keeps running. Within a round, the vcluster networks converge while
+// images are fetched, and up to VNODE_STEPS_AT_ONCE containers are worked on
+// at once; no container is made or started before its network is done.
+// Between rounds, public images other hosts hold are copied here ahead of use.
 
 import { statfs } from 'node:fs/promises'
 import { availableParallelism, totalmem } from 'node:os'
@@ -21,7 +24,7 @@ import {
   renderHostsFile,
   renderJupyterConfig,
 } from '../../runtime/index.ts'
-import type { ClusterState, Command } from '../state/cluster-state.ts'
+import type { ClusterData, ClusterState, Command } from '../state/cluster-state.ts'
 import type { Resources } from '../state/scheduler.ts'
 import type { Vcluster, Vnode } from '../state/vcluster-state.ts'
 import {
@@ -50,6 +53,10 @@ export const RETRY_BACKOFF_MS_MAX = 60_000
 export const HOSTS_FILE_TIMEOUT_MS = 10_000
 /** Container steps (create, start, stop, destroy, moves) run at once on one host. */
 export const VNODE_STEPS_AT_ONCE = 8
+/** A public image whose copy failed is not tried ahead of use again for this long. */
+export const PREFETCH_RETRY_MS = 60_000
+/** A public image is copied ahead of use only while the data dir keeps this many times its size free. */
+export const PREFETCH_FREE_SPACE_FACTOR = 4
 
 /** Runs fn over items, at most `limit` at a time; fn must not throw. */
 async function forEachLimited<T>(items: T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
@@ -128,7 +135,14 @@ export class HostAgent {
   }
 
   start(): void {
-    this.#unwatch.push(this.#init.state.watch(() => this.kick()))
+    this.#unwatch.push(
+      this.#init.state.watch((command) => {
+        // Another host saying how its vnode runs changes nothing here: in a big create those
+        // reports come dozens a second, and each would cost a round (a list of every container).
+        if (command?.type === 'vnode.observed' && command.host !== this.#init.nodeId) return
+        this.kick()
+      }),
+    )
     if (this.#init.mesh !== null) this.#unwatch.push(this.#init.mesh.onChange(() => this.kick()))
     this.#timer = setInterval(() => this.kick(), ROUND_INTERVAL_MS)
     this.#capacityTimer = setInterval(() => void this.reportCapacity(), CAPACITY_INTERVAL_MS)
@@ -242,6 +256,7 @@ export class HostAgent {
           observedOf(vnode.desired, state) !== vnode.observed
         )
       })
+    const roundStartedMs = performance.now()
     if (needsChange || !this.#overlaysScanned || this.#networkChanged()) {
       // Everything below acts on the state: make sure it is not behind the leader.
       try {
@@ -252,7 +267,18 @@ export class HostAgent {
       }
     }
     const fresh = this.#init.state.view
-    await this.#convergeNetworks()
+    const barrierMs = performance.now() - roundStartedMs
+    // The vcluster networks converge while images are fetched and containers are removed: a vnode
+    // waits for them only right before it makes or starts its container (which needs the bridge).
+    let networksMs = 0
+    const networks = this.#convergeNetworks().finally(() => {
+      networksMs = performance.now() - roundStartedMs - barrierMs
+    })
+    const networkReady: Promise<void> = networks.catch((error: unknown) => {
+      throw new Error(`this host's vcluster networks could not be read: ${(error as Error).message}`)
+    })
+    // A failure is the round's (awaited below); the vnodes that waited for it fail on their own.
+    networkReady.catch(() => {})
     const mineNow = vnodesOn(fresh, this.#init.nodeId)
     const incomingNow = incomingOn(fresh, this.#init.nodeId)
     const wantedNow = new Set(
@@ -271,7 +297,12 @@ export class HostAgent {
     const report = async (command: Command | null): Promise<void> => {
       if (command === null) return
       try {
+        const submittedMs = performance.now()
         await this.#init.submit(command)
+        this.#log.debug(
+          { report: command.type, ms: Math.round(performance.now() - submittedMs) },
+          'report committed',
+        )
       } catch (error) {
         this.#log.debug({ error: (error as Error).message, report: command.type }, 'report not committed')
         this.#lastReport.clear()
@@ -284,14 +315,28 @@ export class HostAgent {
       await report(
         vnode.move !== undefined && vnode.desired !== 'deleted'
           ? await this.#moveOut(name, vcluster, vnode, actual.get(name) ?? 'absent')
-          : await this.#convergeVnode(prefix, vcluster, vnode, actual.get(name) ?? 'absent'),
+          : await this.#convergeVnode(prefix, vcluster, vnode, actual.get(name) ?? 'absent', networkReady),
       )
     })
     await forEachLimited(incomingNow, VNODE_STEPS_AT_ONCE, async ({ vcluster, vnode }) => {
       const name = containerName(prefix, vcluster.id, vnode.index)
-      await report(await this.#moveIn(prefix, name, vcluster, vnode, actual.get(name) ?? 'absent'))
+      await report(
+        await this.#moveIn(prefix, name, vcluster, vnode, actual.get(name) ?? 'absent', networkReady),
+      )
     })
+    await networks
     if (orphans.length > 0) this.#dirty = true // networks of vclusters that left go on the next round
+    this.#prefetchImages(fresh)
+    if (needsChange)
+      this.#log.debug(
+        {
+          vnodes: mineNow.length,
+          barrierMs: Math.round(barrierMs),
+          networksMs: Math.round(networksMs),
+          ms: Math.round(performance.now() - roundStartedMs),
+        },
+        'agent round',
+      )
   }
 
   #networkChanged(): boolean {
@@ -396,6 +441,7 @@ export class HostAgent {
     vcluster: Vcluster,
     vnode: Vnode,
     before: ContainerState,
+    networkReady: Promise<void>,
   ): Promise<Command | null> {
     const { runtime } = this.#init
     const name = containerName(prefix, vcluster.id, vnode.index)
@@ -403,7 +449,11 @@ export class HostAgent {
     let failed: Error | null | 'backing-off' = null
     if (action.kind === 'create') {
       failed = await this.#guard(name, async () => {
+        const startedMs = performance.now()
         await this.#ensureImage(vnode.image)
+        const imageMs = performance.now()
+        await networkReady
+        const networkMs = performance.now()
         const mesh = this.#init.mesh?.view() ?? null
         if (this.#init.mesh !== null && mesh === null)
           throw new Error('the mesh is not up yet, so the vcluster network cannot be attached')
@@ -418,12 +468,27 @@ export class HostAgent {
           files: workspaceFiles(vcluster, vnode),
         })
         await runtime.create(spec)
+        const createdMs = performance.now()
         this.#hostsWritten.set(name, JSON.stringify(spec.hosts))
         if (action.start) await runtime.start(name)
-        this.#log.info({ container: name, vcluster: vcluster.id, index: vnode.index }, 'vnode created')
+        this.#log.info(
+          {
+            container: name,
+            vcluster: vcluster.id,
+            index: vnode.index,
+            imageMs: Math.round(imageMs - startedMs),
+            networkMs: Math.round(networkMs - imageMs),
+            createMs: Math.round(createdMs - networkMs),
+            startMs: Math.round(performance.now() - createdMs),
+          },
+          'vnode created',
+        )
       })
     } else if (action.kind === 'start') {
-      failed = await this.#guard(name, () => runtime.start(name))
+      failed = await this.#guard(name, async () => {
+        await networkReady
+        await runtime.start(name)
+      })
     } else if (action.kind === 'stop') {
       failed = await this.#guard(name, () => runtime.stop(name, { timeoutMs: STOP_TIMEOUT_MS }))
     } else if (action.kind === 'destroy') {
@@ -499,6 +564,7 @@ export class HostAgent {
     vcluster: Vcluster,
     vnode: Vnode,
     before: ContainerState,
+    networkReady: Promise<void>,
   ): Promise<Command | null> {
     const move = vnode.move!
     const failed = await this.#guard(name, async () => {
@@ -508,6 +574,7 @@ export class HostAgent {
           throw new Error(`the moved files of ${name} are on ${move.from} and this host cannot fetch images`)
         await this.#init.fetchImage(move.image, [move.from])
       })
+      await networkReady
       const mesh = this.#init.mesh?.view() ?? null
       if (before === 'absent') {
         const user = this.#init.state.view.users[vcluster.owner]
@@ -569,6 +636,59 @@ export class HostAgent {
       return
     }
     if (result.exitCode === 0) this.#hostsWritten.set(name, json)
+  }
+
+  /** Public images this host copied ahead of use, or found it had; never fetched again. */
+  readonly #prefetched = new Set<string>()
+  /** Per public image: when its copy ahead of use last failed. */
+  readonly #prefetchFailedAt = new Map<string, number>()
+  #prefetching = false
+
+  /**
+   * Copies one public image this host lacks, in the background: public
+   * images are the ones any user may start anywhere (docklet's own busybox
+   * and Debian images among them), so every host keeps them, as the original
+   * docklet's shared image store made every image local, and the first
+   * vcluster on a host does not wait for a transfer. A vnode that needs the
+   * image meanwhile joins the same fetch. Private images still travel on
+   * first use. One image at a time, and only while the data dir stays roomy.
+   */
+  #prefetchImages(data: ClusterData): void {
+    if (this.#prefetching || this.#stopped || this.#init.fetchImage === undefined) return
+    const nodeId = this.#init.nodeId
+    const image = Object.values(data.images).find(
+      (candidate) =>
+        candidate.visibility === 'public' &&
+        !candidate.hosts.includes(nodeId) &&
+        candidate.hosts.length > 0 &&
+        !this.#prefetched.has(candidate.id) &&
+        Date.now() - (this.#prefetchFailedAt.get(candidate.id) ?? 0) >= PREFETCH_RETRY_MS,
+    )
+    if (image === undefined) return
+    this.#prefetching = true
+    void (async () => {
+      try {
+        const fs = await statfs(this.#init.dataDir)
+        if (fs.bavail * fs.bsize < PREFETCH_FREE_SPACE_FACTOR * image.sizeBytes) {
+          this.#log.debug(
+            { image: image.name, sizeBytes: image.sizeBytes },
+            'no room to copy a public image ahead',
+          )
+          this.#prefetchFailedAt.set(image.id, Date.now())
+          return
+        }
+        await this.#ensureImage(image.id)
+        this.#prefetched.add(image.id)
+      } catch (error) {
+        this.#prefetchFailedAt.set(image.id, Date.now())
+        this.#log.debug(
+          { image: image.name, error: (error as Error).message },
+          'public image not copied ahead',
+        )
+      } finally {
+        this.#prefetching = false
+      }
+    })()
   }
 
   /** Fetches in flight, by image: vnodes created at once share one fetch. */

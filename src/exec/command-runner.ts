@@ -53,7 +53,8 @@ export class CommandError extends Error {
   }
 }
 
-function quote(arg: string): string {
+/** An argument as a person would type it in a shell (for messages only; nothing runs through a shell). */
+export function quote(arg: string): string {
   return /^[\w@%+=:,./-]+$/.test(arg) ? arg : `'${arg.replaceAll("'", "'\\''")}'`
 }
 

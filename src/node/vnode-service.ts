@@ -23,7 +23,7 @@ import {
 import { HostAgent, type MeshSource } from '../agent/host-agent.ts'
 import type { ImageKind, Progress, VnodeExecResult } from '../api/api-backend.ts'
 import type { NodeConfig } from '../config.ts'
-import { ExecaCommandRunner } from '../exec/command-runner.ts'
+import { HelperCommandRunner } from '../exec/helper-command-runner.ts'
 import type { ClusterState, Command, CommandResult } from '../state/cluster-state.ts'
 import { StateError } from '../state/state-error.ts'
 import type { ImageVisibility } from '../state/vcluster-state.ts'
@@ -202,7 +202,8 @@ export async function readImageTarHead(
 export class VnodeService {
   readonly runtime: ContainerRuntime
   readonly images: ImageStore
-  readonly runner = new ExecaCommandRunner()
+  /** Commands run in helper processes: a fork per command would stall this node's event loop (helper-command-runner.ts). */
+  readonly runner = new HelperCommandRunner()
   agent!: HostAgent
   transfer!: ImageTransferService
   readonly #init: VnodeServiceInit
@@ -215,7 +216,11 @@ export class VnodeService {
     })
     this.images = new ImageStore({ dir: join(init.config.dataDir, 'images'), runner: this.runner })
     // A prepared layer per recent kind of vnode: a create then skips mkfs and two mounts.
-    if (this.runtime instanceof LxcRuntime) this.runtime.keepSpares()
+    if (this.runtime instanceof LxcRuntime) {
+      this.runtime.keepSpares()
+      // Real containers mean bursts of commands: have the helpers ready before the first one.
+      this.runner.start()
+    }
   }
 
   static async start(init: VnodeServiceInit): Promise<VnodeService> {
@@ -293,6 +298,7 @@ export class VnodeService {
     await this.transfer?.stop().catch(() => {})
     // Containers keep running; the spare layers and their mounts go with the node.
     if (this.runtime instanceof LxcRuntime) await this.runtime.close().catch(() => {})
+    this.runner.close()
   }
 
   /** Copies an image from the first of `hosts` that serves it; the store verifies its hash on import. */

@@ -257,10 +257,13 @@ describe.skipIf(verdict.skip)('LxcRuntime on real LXC', () => {
 
   it('leaves nothing behind when a create fails half-way', async () => {
     const failing: CommandRunner = {
-      run: (file, args, options) =>
-        file === 'mount' && args.includes('overlay')
-          ? Promise.reject(new Error('injected: overlay mount failed'))
-          : runner.run(file, args, options),
+      run: async (file, args, options) => {
+        if (file === 'mount' && args.includes('overlay')) throw new Error('injected: overlay mount failed')
+        const result = await runner.run(file, args, options)
+        // `mount -a` makes both layer mounts: fail it after they are made, the worst case to undo.
+        if (file === 'mount' && args.includes('-a')) throw new Error('injected: overlay mount failed')
+        return result
+      },
     }
     const flaky = new LxcRuntime({ lxcpath, runner: failing })
     await expect(flaky.create(spec(nameA, store.rootfsPath(busybox.hash)))).rejects.toThrow('injected')
