@@ -406,7 +406,7 @@ export class RaftNode<R = unknown> {
     this.queue = []
     try {
       const { firstIndex, term } = this.core.propose(
-        packProposals(batch).map((data) => ({ type: EntryType.Normal, data })),
+        batch.map((p) => ({ type: EntryType.Normal, data: p.data })),
       )
       batch.forEach((p, i) => {
         this.pending.set(firstIndex + i, {
@@ -697,30 +697,6 @@ export class RaftNode<R = unknown> {
     this.snapshotAbort.abort()
     this.failAll(error)
   }
-}
-
-/**
- * The batch's data copied into one buffer, one view per proposal. The log
- * keeps entries until the next snapshot (tens of thousands of them under
- * load); each with its own small ArrayBuffer cost a backing store, its
- * bookkeeping and malloc slack per entry, about as much again as the few
- * hundred bytes of a typical command, and left the native heap fragmented
- * when the compaction freed them. Entries of one batch are compacted together, so the
- * shared buffer lives no longer than they would. The copy also keeps the log
- * independent of the caller's buffer.
- */
-function packProposals(batch: readonly QueuedProposal[]): Uint8Array[] {
-  let bytes = 0
-  for (const p of batch) bytes += p.data.length
-  const packed = new Uint8Array(bytes)
-  const views: Uint8Array[] = []
-  let offset = 0
-  for (const p of batch) {
-    packed.set(p.data, offset)
-    views.push(packed.subarray(offset, offset + p.data.length))
-    offset += p.data.length
-  }
-  return views
 }
 
 /**
