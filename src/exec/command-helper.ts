@@ -1,16 +1,16 @@
 // The child process behind HelperCommandRunner: it receives commands over the
-// IPC channel, runs each with child_process.spawn (argument array, no shell),
+// IPC channel, runs each with execa (argument array, no shell),
 // and answers with the exit code and the tail of the output. It exists so
 // that the fork+exec of every command happens here, in a small process,
 // instead of in the node: spawn() blocks the calling event loop until the
 // child has exec'd, which on a busy machine takes tens of ms per command,
 // and the node's Raft, RPC and image transfers would wait behind every one.
 //
-// Only node: builtins, so it starts fast. It exits once the node closes the
+// It loads only execa and node: builtins, once per helper. It exits once the node closes the
 // channel (or dies) and the commands it still runs have ended; their timeouts
 // keep applying until then.
 
-import { spawn } from 'node:child_process'
+import { execa } from 'execa'
 import type { HelperReply, HelperRequest } from './helper-protocol.ts'
 import { KILL_GRACE_MS, OUTPUT_BYTES_MAX } from './helper-protocol.ts'
 
@@ -35,53 +35,34 @@ class Tail {
   }
 }
 
-function run(request: HelperRequest): Promise<HelperReply> {
-  return new Promise((resolve) => {
-    const stdout = new Tail()
-    const stderr = new Tail()
-    let timedOut = false
-    let spawnError: string | null = null
-    let settled = false
-    const child = spawn(request.file, request.args, {
-      stdio: [request.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
-      ...(request.env === undefined ? {} : { env: { ...process.env, ...request.env } }),
-      ...(request.cwd === undefined ? {} : { cwd: request.cwd }),
-    })
-    let killTimer: NodeJS.Timeout | null = null
-    const timer = setTimeout(() => {
-      timedOut = true
-      child.kill('SIGTERM')
-      killTimer = setTimeout(() => child.kill('SIGKILL'), KILL_GRACE_MS)
-    }, request.timeoutMs)
-    const finish = (exitCode: number | null, signal: NodeJS.Signals | null) => {
-      if (settled) return
-      settled = true
-      clearTimeout(timer)
-      if (killTimer !== null) clearTimeout(killTimer)
-      resolve({
-        id: request.id,
-        exitCode,
-        signal,
-        stdout: stdout.text(),
-        stderr: stderr.text(),
-        timedOut,
-        spawnError,
-      })
-    }
-    child.stdout?.setEncoding('utf8').on('data', (chunk: string) => stdout.push(chunk))
-    child.stderr?.setEncoding('utf8').on('data', (chunk: string) => stderr.push(chunk))
-    child.once('error', (error) => {
-      spawnError = error.message
-      // A process that never started emits no 'close'.
-      if (child.pid === undefined) finish(null, null)
-    })
-    child.once('close', (code, signal) => finish(code, signal))
-    if (request.input !== undefined && child.stdin !== null) {
-      // A command that exits without reading its input closes the pipe: that is its business.
-      child.stdin.on('error', () => {})
-      child.stdin.end(request.input)
-    }
+async function run(request: HelperRequest): Promise<HelperReply> {
+  const stdout = new Tail()
+  const stderr = new Tail()
+  const child = execa(request.file, [...request.args], {
+    ...(request.input === undefined ? { stdin: 'ignore' as const } : { input: request.input }),
+    ...(request.env === undefined ? {} : { env: request.env }),
+    ...(request.cwd === undefined ? {} : { cwd: request.cwd }),
+    // Output is kept here, cut to its tail; execa would buffer all of it.
+    buffer: false,
+    reject: false,
+    timeout: request.timeoutMs,
+    killSignal: 'SIGTERM',
+    forceKillAfterDelay: KILL_GRACE_MS,
   })
+  child.stdout?.setEncoding('utf8').on('data', (chunk: string) => stdout.push(chunk))
+  child.stderr?.setEncoding('utf8').on('data', (chunk: string) => stderr.push(chunk))
+  const result = await child
+  const started = result.exitCode !== undefined || result.signal !== undefined
+  return {
+    id: request.id,
+    exitCode: result.exitCode ?? null,
+    signal: (result.signal as NodeJS.Signals | undefined) ?? null,
+    stdout: stdout.text(),
+    stderr: stderr.text(),
+    timedOut: result.timedOut,
+    // A program that could not be started (missing, not executable): execa's reason.
+    spawnError: started ? null : result.originalMessage || result.shortMessage || 'it could not be started',
+  }
 }
 
 process.on('message', (message: HelperRequest) => {
