@@ -1320,6 +1320,40 @@ export async function main(argv: string[]): Promise<number> {
 /** Entry point: runs main and exits (the node's sockets and timers must not keep a finished CLI alive). */
 export async function runCli(argv: string[]): Promise<never> {
   const code = await main(argv)
+  return exitCli(code)
+}
+
+/** How long a finished CLI waits for its output to drain before it exits anyway. */
+const OUTPUT_DRAIN_MS = 5_000
+
+/**
+ * Ends a finished CLI with `code`. process.exit() can hang for good in Node's
+ * platform teardown: a V8 background thread that waits for the main thread to
+ * collect garbage is joined by a main thread that never will (nodejs/node#64274;
+ * seen after `docklet image import` streamed a 400 MB tar: the CLI had printed
+ * its answer and never exited). So, once its output has drained, the CLI
+ * replaces itself with `/bin/sh -c 'exit N'` (process.execve): the exit code
+ * stays, and no teardown runs. process.exit() where that is not possible.
+ */
+export async function exitCli(code: number): Promise<never> {
+  for (const stream of [process.stdout, process.stderr]) {
+    if (stream.writableLength === 0) continue
+    await new Promise<void>((done) => {
+      const timer = setTimeout(done, OUTPUT_DRAIN_MS)
+      stream.once('drain', () => {
+        clearTimeout(timer)
+        done()
+      })
+    })
+  }
+  process.getBuiltinModule('node:module').flushCompileCache?.()
+  if (typeof process.execve === 'function' && existsSync('/bin/sh')) {
+    try {
+      process.execve('/bin/sh', ['sh', '-c', `exit ${code}`])
+    } catch {
+      // Not allowed here (a worker thread, a sandbox): the usual way.
+    }
+  }
   process.exit(code)
 }
 
