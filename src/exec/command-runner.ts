@@ -62,10 +62,37 @@ function clip(text: string): string {
   return text.length > OUTPUT_BYTES_MAX ? text.slice(-OUTPUT_BYTES_MAX) : text
 }
 
+/** How a command ended, as both runners see it. */
+export interface CommandEnd {
+  exitCode: number | null
+  signal: string | null
+  stdout: string
+  stderr: string
+  timedOut: boolean
+  /** Why the command could not be started (ENOENT…), or null. */
+  spawnError: string | null
+}
+
+/** The result of a command that ended as `end`, or the CommandError that names why it failed. */
+export function commandOutcome(
+  shown: string,
+  end: CommandEnd,
+  options: Pick<RunOptions, 'timeoutMs' | 'okExitCodes'>,
+): RunResult | CommandError {
+  if (end.spawnError !== null && end.exitCode === null && end.signal === null)
+    return new CommandError(shown, null, '', `could not run: ${end.spawnError}`)
+  if (end.timedOut)
+    return new CommandError(shown, null, end.stderr, `timed out after ${options.timeoutMs} ms`)
+  if (end.exitCode === null)
+    return new CommandError(shown, null, end.stderr, `was killed by ${end.signal ?? 'a signal'}`)
+  if (!(options.okExitCodes ?? [0]).includes(end.exitCode))
+    return new CommandError(shown, end.exitCode, end.stderr, `exited with ${end.exitCode}`)
+  return { exitCode: end.exitCode, stdout: end.stdout, stderr: end.stderr }
+}
+
 export class ExecaCommandRunner implements CommandRunner {
   async run(file: string, args: readonly string[], options: RunOptions): Promise<RunResult> {
     const shown = [file, ...args].map(quote).join(' ')
-    const ok = options.okExitCodes ?? [0]
     let result: Awaited<ReturnType<typeof execa>>
     try {
       result = await execa(file, [...args], {
@@ -80,15 +107,20 @@ export class ExecaCommandRunner implements CommandRunner {
     } catch (error) {
       throw new CommandError(shown, null, '', `could not run: ${(error as Error).message}`, { cause: error })
     }
-    const stdout = clip(String(result.stdout ?? ''))
-    const stderr = clip(String(result.stderr ?? ''))
-    if (result.timedOut)
-      throw new CommandError(shown, null, stderr, `timed out after ${options.timeoutMs} ms`)
-    if (result.failed && result.exitCode === undefined) {
-      throw new CommandError(shown, null, stderr, `failed: ${result.shortMessage ?? 'unknown error'}`)
-    }
-    const exitCode = result.exitCode ?? -1
-    if (!ok.includes(exitCode)) throw new CommandError(shown, exitCode, stderr, `exited with ${exitCode}`)
-    return { exitCode, stdout, stderr }
+    const started = result.exitCode !== undefined || result.signal !== undefined
+    const outcome = commandOutcome(
+      shown,
+      {
+        exitCode: result.exitCode ?? null,
+        signal: result.signal ?? null,
+        stdout: clip(String(result.stdout ?? '')),
+        stderr: clip(String(result.stderr ?? '')),
+        timedOut: result.timedOut,
+        spawnError: started ? null : result.shortMessage || 'it could not be started',
+      },
+      options,
+    )
+    if (outcome instanceof Error) throw outcome
+    return outcome
   }
 }

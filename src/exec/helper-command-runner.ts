@@ -21,7 +21,14 @@
 // channel closes) and the commands they run have ended.
 
 import { type ChildProcess, fork } from 'node:child_process'
-import { CommandError, type CommandRunner, quote, type RunOptions, type RunResult } from './command-runner.ts'
+import {
+  CommandError,
+  type CommandRunner,
+  commandOutcome,
+  quote,
+  type RunOptions,
+  type RunResult,
+} from './command-runner.ts'
 import { type HelperReply, type HelperRequest, KILL_GRACE_MS } from './helper-protocol.ts'
 
 /** Helper processes by default: each spawns serially, and a host runs up to 8 container steps at once. */
@@ -44,7 +51,7 @@ export interface HelperCommandRunnerOptions {
 
 interface Pending {
   shown: string
-  ok: number[]
+  okExitCodes: number[]
   timeoutMs: number
   /** Fails the command if its helper never answers (the helper enforces the timeout itself). */
   deadline: NodeJS.Timeout
@@ -120,7 +127,7 @@ export class HelperCommandRunner implements CommandRunner {
       deadline.unref()
       helper.pending.set(id, {
         shown,
-        ok: options.okExitCodes ?? [0],
+        okExitCodes: options.okExitCodes ?? [0],
         timeoutMs: options.timeoutMs,
         deadline,
         resolve,
@@ -195,30 +202,7 @@ export class HelperCommandRunner implements CommandRunner {
   #answer(helper: Helper, reply: HelperReply): void {
     const pending = helper.pending.get(reply.id)
     if (pending === undefined) return
-    const { shown, ok, timeoutMs } = pending
-    if (reply.spawnError !== null && reply.exitCode === null && reply.signal === null) {
-      this.#settle(helper, reply.id, new CommandError(shown, null, '', `could not run: ${reply.spawnError}`))
-    } else if (reply.timedOut) {
-      this.#settle(
-        helper,
-        reply.id,
-        new CommandError(shown, null, reply.stderr, `timed out after ${timeoutMs} ms`),
-      )
-    } else if (reply.exitCode === null) {
-      this.#settle(
-        helper,
-        reply.id,
-        new CommandError(shown, null, reply.stderr, `was killed by ${reply.signal ?? 'a signal'}`),
-      )
-    } else if (!ok.includes(reply.exitCode)) {
-      this.#settle(
-        helper,
-        reply.id,
-        new CommandError(shown, reply.exitCode, reply.stderr, `exited with ${reply.exitCode}`),
-      )
-    } else {
-      this.#settle(helper, reply.id, { exitCode: reply.exitCode, stdout: reply.stdout, stderr: reply.stderr })
-    }
+    this.#settle(helper, reply.id, commandOutcome(pending.shown, reply, pending))
   }
 
   #settle(helper: Helper, id: number, outcome: RunResult | Error): void {

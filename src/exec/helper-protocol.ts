@@ -1,8 +1,11 @@
 // The messages between HelperCommandRunner (in the node) and command-helper.ts
 // (its child processes), and the limits both sides share.
 
-/** Captured output beyond this is cut to its tail (the same bound as ExecaCommandRunner's). */
-export const OUTPUT_BYTES_MAX = 1024 * 1024
+import type { CommandEnd } from './command-runner.ts'
+
+/** Captured output beyond this is cut to its tail: ExecaCommandRunner's bound. */
+export { OUTPUT_BYTES_MAX } from './command-runner.ts'
+
 /** After a timeout's SIGTERM, a command that is still running gets SIGKILL this much later. */
 export const KILL_GRACE_MS = 5_000
 
@@ -16,14 +19,7 @@ export interface HelperRequest {
   cwd?: string
 }
 
-export interface HelperReply {
+/** How the command ended (command-runner.ts's CommandEnd), for the request `id`. */
+export interface HelperReply extends CommandEnd {
   id: number
-  /** null when the command was killed by a signal or never started. */
-  exitCode: number | null
-  signal: string | null
-  stdout: string
-  stderr: string
-  timedOut: boolean
-  /** Why the command could not be started (ENOENT…), or null. */
-  spawnError: string | null
 }
