@@ -30,6 +30,7 @@ import { LxcRuntime } from '../../runtime/index.ts'
 import { mountsUnder, unmountAll } from '../../runtime/mounts.ts'
 import type { NodeConfig } from '../../src/config.ts'
 import { DOCKLET_BIN, NetnsCluster } from '../../test/support/netns-cluster.ts'
+import { isAlive } from '../../test/support/process-cluster.ts'
 import { VNODE_LIMITS } from './lxc-baseline.ts'
 import type { Teardown } from './teardown.ts'
 
@@ -265,15 +266,6 @@ async function waitUntil(what: string, done: () => Promise<boolean>, giveUpMs: n
     if (Date.now() > deadline)
       throw new DockletBenchError(`Gave up after ${giveUpMs} ms waiting for ${what}.`)
     await sleep(SETTLE_POLL_MS)
-  }
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return !/^\S+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'))
-  } catch {
-    return false
   }
 }
 

@@ -16,6 +16,7 @@ import { afterEach, describe, expect, it } from 'vitest'
 import { CommandError } from '../../src/exec/command-runner.ts'
 import { HelperCommandRunner } from '../../src/exec/helper-command-runner.ts'
 import { OUTPUT_BYTES_MAX } from '../../src/exec/helper-protocol.ts'
+import { isAlive } from '../support/process-cluster.ts'
 
 const runners: HelperCommandRunner[] = []
 afterEach(() => {
@@ -26,15 +27,6 @@ function newRunner(helpers?: number): HelperCommandRunner {
   const runner = new HelperCommandRunner(helpers === undefined ? {} : { helpers })
   runners.push(runner)
   return runner
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return !/^\S+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'))
-  } catch {
-    return false
-  }
 }
 
 async function waitUntil(done: () => boolean, giveUpMs: number): Promise<boolean> {
