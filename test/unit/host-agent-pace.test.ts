@@ -17,18 +17,13 @@ import { afterEach, describe, expect, it } from 'vitest'
 import type { CommandRunner, RunOptions, RunResult } from '../../net/index.ts'
 import { type ContainerSpec, FakeRuntime, type ImageStore } from '../../runtime/index.ts'
 import { HostAgent, VNODE_STEPS_AT_ONCE } from '../../src/agent/host-agent.ts'
-import { ClusterState, type Command, encodeCommand } from '../../src/state/cluster-state.ts'
+import { ClusterState, type Command } from '../../src/state/cluster-state.ts'
+import { applyOk } from '../support/cluster-commands.ts'
 
 const LOCAL_IMAGE = 'cd'.repeat(32)
 const REMOTE_IMAGE = 'ef'.repeat(32)
 const limits = { cpuCores: 1, memoryMb: 64, diskMb: 64 }
 const silent = pino({ level: 'silent' })
-
-function applyOk(state: ClusterState, command: Command): Record<string, unknown> {
-  const result = state.apply(encodeCommand(command))
-  if (!result.ok) throw new Error(`${command.type} was refused: ${result.error.message}`)
-  return result
-}
 
 /** Hosts a (this one, with room) and b; busybox is on a, `remote` is registered as held by b only. */
 function newCluster(remote: 'public' | 'private', hostBHasRoom = false): ClusterState {

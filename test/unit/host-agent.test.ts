@@ -11,17 +11,12 @@ import { afterEach, describe, expect, it } from 'vitest'
 import { FakeRuntime, type ImageStore } from '../../runtime/index.ts'
 import { HostAgent } from '../../src/agent/host-agent.ts'
 import { containerName, containerPrefix } from '../../src/agent/host-plan.ts'
-import { ClusterState, type Command, encodeCommand } from '../../src/state/cluster-state.ts'
+import { ClusterState, type Command } from '../../src/state/cluster-state.ts'
+import { applyOk } from '../support/cluster-commands.ts'
 
 const IMAGE = 'cd'.repeat(32)
 const OTHER_IMAGE = 'ef'.repeat(32)
 const limits = { cpuCores: 1, memoryMb: 256, diskMb: 256 }
-
-function applyOk(state: ClusterState, command: Command): Record<string, unknown> {
-  const result = state.apply(encodeCommand(command))
-  if (!result.ok) throw new Error(`${command.type} was refused: ${result.error.message}`)
-  return result
-}
 
 function newCluster(): ClusterState {
   const state = new ClusterState()
